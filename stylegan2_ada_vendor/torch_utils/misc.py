@@ -151,7 +151,8 @@ def copy_params_and_buffers(src_module, dst_module, require_all=False):
             if require_all:
                 raise ValueError(f'Shape mismatch for {name!r}: {tuple(src.shape)} vs {tuple(tensor.shape)}')
             continue
-        tensor.copy_(src.detach()).requires_grad_(tensor.requires_grad)
+        with torch.no_grad():
+            tensor.copy_(src.detach())
         copied.append(name)
     return copied
 
