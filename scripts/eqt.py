@@ -1,0 +1,53 @@
+"""StyleGAN3's translation equivariance (EQ-T) of the digit models, through the Canvas.
+
+    python scripts/eqt.py [--num 256] [--max-frac 0.125] [--out results/eqt.json]
+
+For each latent a random translation t (uniform in +-max_frac * R per axis) is applied to the
+canvas and compared with G(0) translated by t on the pixels both cover:
+EQ-T = 10 log10(I_max^2 / MSE) with I_max = 2 ([-1, 1] images), as in StyleGAN3 (Karras et al.
+2021). EQ-T uses integer translations, EQ-T_frac arbitrary ones (reference translated with a
+Lanczos-3 kernel). Higher is more equivariant.
+"""
+import json
+import os
+
+import click
+import numpy as np
+import torch
+
+import digit_models as dm
+
+@click.command()
+@click.option('--num', type=int, default=256, help='Latents (one random translation each)')
+@click.option('--max-frac', type=float, default=0.125, help='Max translation as a fraction of R')
+@click.option('--seed', type=int, default=0)
+@click.option('--models-dir', default=dm.MODELS_DIR)
+@click.option('--out', default=os.path.join(dm.ROOT, 'results', 'eqt.json'))
+def main(num, max_frac, seed, models_dir, out):
+    models = dm.load_models(models_dir=models_dir)
+    results = {}
+    for name, G in models.items():
+        R = G.img_resolution
+        rnd = np.random.RandomState(seed)
+        ws = dm.latents(G, num, seed=seed)
+        base = dm.render(G, ws, noise_mode='const')
+        scores = {}
+        for kind in ['integer', 'fractional']:
+            mse_sum = 0.0
+            for i in range(num):
+                t = rnd.uniform(-max_frac * R, max_frac * R, size=2)
+                if kind == 'integer':
+                    t = np.round(t)
+                moved = dm.render(G, ws[i:i + 1], dm.shifted_canvas(G, t[0], t[1]), noise_mode='const')
+                ref, mask = dm.translate_image(base[i:i + 1], t[0], t[1])
+                mse_sum += float((moved - ref).square()[:, :, mask].mean())
+            scores['eqt_int' if kind == 'integer' else 'eqt_frac'] = float(10 * np.log10(4.0 / (mse_sum / num)))
+        results[name] = scores
+        print(f'{name:>9}: EQ-T {scores["eqt_int"]:6.2f} dB   EQ-T_frac {scores["eqt_frac"]:6.2f} dB')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(dict(num=num, max_frac=max_frac, models=results), f, indent=1)
+    print(f'wrote {out}')
+
+if __name__ == '__main__':
+    main()
