@@ -1,0 +1,539 @@
+"""Train a StyleGAN2-ADA generator: `python train.py --outdir=runs --data=DATASET.zip --gpus=1`.
+
+Flags, presets and the run folder (<outdir>/<NNNNN>-<desc>/ with training_options.json, log.txt,
+stats.jsonl, image grids and network-snapshot-*.pkl) follow upstream StyleGAN2-ADA. Additions:
+  --cfg=cpu          a small preset for CPU runs on tiny datasets (no fp16, narrow networks);
+  --tick=KIMG        kimg per tick (fractions allowed, for tiny CPU runs);
+  --resume-run=DIR   continue a killed or finished run inside its folder, from its newest
+                     snapshot, with counters, optimizer state and augment p (DIR=latest: the
+                     highest-numbered run in --outdir);
+  --gpus=N           without CUDA, N CPU processes train together (torch.distributed, gloo);
+  plugin hook        when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize.
+"""
+
+import importlib.util
+import json
+import os
+import re
+import sys
+import tempfile
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
+
+import click
+import torch
+
+import dnnlib
+from torch_utils import training_stats
+from training import training_loop
+
+#----------------------------------------------------------------------------
+# Presets: reference process count, length, minibatch, minibatch-std group, channel multiplier
+# (channel_base = fmaps * 32768), channel cap, z/w width, learning rate, R1 gamma, EMA half-life
+# (kimg), EMA ramp-up, mapping depth, fp16. -1 = chosen from the resolution like upstream's auto.
+
+CFG_SPECS = {
+    'auto':      dict(ref_gpus=-1, kimg=25000,  mb=-1, mbstd=-1, fmaps=-1,   cmax=512, zw=512, lrate=-1,     gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=True),
+    'stylegan2': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, zw=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=8, fp16=True),
+    'paper256':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=0.5,  cmax=512, zw=512, lrate=0.0025, gamma=1,    ema=20,  ramp=None, map=8, fp16=True),
+    'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=1,    cmax=512, zw=512, lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8, fp16=True),
+    'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, zw=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, fp16=True),
+    'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, fmaps=1,    cmax=512, zw=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, fp16=True),
+    'cpu':       dict(ref_gpus=1,  kimg=1000,   mb=32, mbstd=4,  fmaps=1/16, cmax=128, zw=128, lrate=0.0025, gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=False),
+}
+
+RESUME_SPECS = {    # upstream's published transfer-learning sources
+    'ffhq256':     'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res256-mirror-paper256-noaug.pkl',
+    'ffhq512':     'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res512-mirror-stylegan2-noaug.pkl',
+    'ffhq1024':    'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/ffhq-res1024-mirror-stylegan2-noaug.pkl',
+    'celebahq256': 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl',
+    'lsundog256':  'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/lsundog-res256-paper256-kimg100000-noaug.pkl',
+}
+
+# Flags that may accompany --resume-run (everything else comes from training_options.json).
+RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers'}
+
+#----------------------------------------------------------------------------
+# Plugin hook: a plugin module exposing the mspe_plugin.register API (see notes/REGISTER_API.md).
+
+def load_plugin():
+    """The MS-PE registration module, or None when mspe_plugin is not importable."""
+    try:
+        if importlib.util.find_spec('mspe_plugin') is None or importlib.util.find_spec('mspe_plugin.register') is None:
+            return None
+    except ImportError:
+        return None
+    from mspe_plugin import register
+    return register
+
+def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
+    """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
+
+    :return: (host cfg name, pe or None, pe_resize (min, max) or None).
+    """
+    if plugin is None:
+        if cfg in ('mspe', 'sspe') or pe is not None or pe_resize is not None:
+            flag = f'--cfg={cfg}' if cfg in ('mspe', 'sspe') else '--pe' if pe is not None else '--pe-resize'
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            raise click.ClickException(f'{flag} needs the mspe plugin: pip install -e {root}')
+        return cfg, None, None
+    cfg, pe_from_cfg = plugin.split_cfg(cfg)
+    pe = pe if pe is not None else pe_from_cfg
+    return cfg, pe, plugin.parse_pe_resize(pe_resize)
+
+#----------------------------------------------------------------------------
+
+def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
+                               aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick):
+    """Translate the command-line flags into training_loop kwargs (flags validated here).
+
+    :return: (args EasyDict for training_loop, run description, host cfg name).
+    """
+    args = dnnlib.EasyDict()
+    if gpus < 1 or gpus & (gpus - 1) != 0:
+        raise click.ClickException(f'--gpus must be a power of two (1, 2, 4, 8); got {gpus}.')
+    if torch.cuda.is_available() and gpus > torch.cuda.device_count():
+        raise click.ClickException(f'--gpus={gpus} but this machine has {torch.cuda.device_count()} CUDA device(s); lower --gpus.')
+    args.num_gpus = gpus
+    if snap < 1:
+        raise click.ClickException(f'--snap must be at least 1; got {snap}.')
+    args.image_snapshot_ticks = snap
+    args.network_snapshot_ticks = snap
+    if metrics is None:
+        metrics = ['fid50k_full'] if torch.cuda.is_available() else []
+    if len(metrics) > 0:
+        from metrics import metric_main
+        for metric in metrics:
+            if not metric_main.is_valid_metric(metric):
+                raise click.ClickException(f'--metrics: unknown metric {metric!r}; choose from {", ".join(metric_main.list_valid_metrics())} or none.')
+    args.metrics = metrics
+    args.random_seed = seed
+
+    # Dataset.
+    if data is None:
+        raise click.ClickException('--data is missing: give a dataset zip or folder (make one with dataset_tool.py).')
+    args.training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data,
+        use_labels=True, max_size=None, xflip=False)
+    args.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=workers, prefetch_factor=2)
+    training_set = _open_dataset(args.training_set_kwargs)
+    args.training_set_kwargs.resolution = training_set.resolution
+    args.training_set_kwargs.use_labels = training_set.has_labels
+    args.training_set_kwargs.max_size = len(training_set)
+    desc = training_set.name
+    del training_set
+    if cond:
+        if not args.training_set_kwargs.use_labels:
+            raise click.ClickException(f'--cond needs labels, but {data} has no dataset.json labels; drop --cond or add labels.')
+        desc += '-cond'
+    else:
+        args.training_set_kwargs.use_labels = False
+    if subset is not None:
+        if not 1 <= subset <= args.training_set_kwargs.max_size:
+            raise click.ClickException(f'--subset must be between 1 and {args.training_set_kwargs.max_size} (the dataset size); got {subset}.')
+        desc += f'-subset{subset}'
+        if subset < args.training_set_kwargs.max_size:
+            args.training_set_kwargs.max_size = subset
+            args.training_set_kwargs.random_seed = seed
+    if mirror:
+        desc += '-mirror'
+        args.training_set_kwargs.xflip = True
+
+    # Preset.
+    if cfg not in CFG_SPECS:
+        raise click.ClickException(f'--cfg must be one of {", ".join(CFG_SPECS)}; got {cfg!r}.')
+    desc += f'-{cfg}'
+    spec = dnnlib.EasyDict(CFG_SPECS[cfg])
+    res = args.training_set_kwargs.resolution
+    if spec.ref_gpus < 0:
+        spec.ref_gpus = gpus
+    if spec.mb < 0:
+        spec.mb = max(min(gpus * min(4096 // res, 32), 64), gpus)    # keep the GPUs busy, at most 64
+    if spec.mbstd < 0:
+        spec.mbstd = min(spec.mb // gpus, 4)
+    if spec.fmaps < 0:
+        spec.fmaps = 1 if res >= 512 else 0.5
+    if spec.lrate < 0:
+        spec.lrate = 0.002 if res >= 1024 else 0.0025
+    if spec.gamma < 0:
+        spec.gamma = 0.0002 * (res ** 2) / spec.mb    # heuristic formula
+    if spec.ema < 0:
+        spec.ema = spec.mb * 10 / 32
+    if cfg == 'cpu':
+        spec.mb = max(spec.mb, gpus)
+
+    args.G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=spec.zw, w_dim=spec.zw,
+        mapping_kwargs=dnnlib.EasyDict(), synthesis_kwargs=dnnlib.EasyDict())
+    args.D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', block_kwargs=dnnlib.EasyDict(),
+        mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())
+    args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = int(spec.fmaps * 32768)
+    args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = spec.cmax
+    args.G_kwargs.mapping_kwargs.num_layers = spec.map
+    fp16_res = 4 if spec.fp16 else 0
+    args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = fp16_res    # fp16 for the 4 highest resolutions (CUDA only)
+    args.G_kwargs.synthesis_kwargs.conv_clamp = args.D_kwargs.conv_clamp = 256 if spec.fp16 else None
+    args.D_kwargs.epilogue_kwargs.mbstd_group_size = spec.mbstd
+
+    args.G_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    args.D_opt_kwargs = dnnlib.EasyDict(class_name='torch.optim.Adam', lr=spec.lrate, betas=[0, 0.99], eps=1e-8)
+    args.loss_kwargs = dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec.gamma)
+    args.total_kimg = spec.kimg
+    args.batch_size = spec.mb
+    args.batch_gpu = max(spec.mb // spec.ref_gpus, 1)
+    args.ema_kimg = spec.ema
+    args.ema_rampup = spec.ramp
+    if cfg == 'cifar':
+        args.loss_kwargs.pl_weight = 0    # disable path length regularisation
+        args.loss_kwargs.style_mixing_prob = 0    # disable style mixing
+        args.D_kwargs.architecture = 'orig'    # disable residual skip connections
+
+    if gamma is not None:
+        if gamma < 0:
+            raise click.ClickException(f'--gamma must be non-negative; got {gamma}.')
+        desc += f'-gamma{gamma:g}'
+        args.loss_kwargs.r1_gamma = gamma
+    if kimg is not None:
+        if kimg <= 0:
+            raise click.ClickException(f'--kimg must be positive; got {kimg}.')
+        desc += f'-kimg{kimg:g}'
+        args.total_kimg = kimg
+    if tick is not None:
+        if tick <= 0:
+            raise click.ClickException(f'--tick must be positive; got {tick}.')
+        args.kimg_per_tick = tick
+    if batch is not None:
+        if batch < 1 or batch % gpus != 0:
+            raise click.ClickException(f'--batch must be a positive multiple of --gpus={gpus}; got {batch}.')
+        desc += f'-batch{batch}'
+        args.batch_size = batch
+        args.batch_gpu = batch // gpus
+        args.ema_kimg = batch * 10 / 32
+    if args.batch_size % (args.batch_gpu * gpus) != 0:
+        args.batch_gpu = args.batch_size // gpus
+    args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)
+
+    _setup_augmentation(args, aug, p, target, augpipe)
+    desc += args.pop('aug_desc')
+
+    # Transfer learning, performance and compatibility.
+    if resume is not None and resume != 'noresume':
+        desc += f'-resume{resume}' if resume in RESUME_SPECS else '-resumecustom'
+        args.resume_pkl = RESUME_SPECS.get(resume, resume)
+        args.ada_kimg = 100    # react faster at the start of transfer learning
+        args.ema_rampup = None    # the resumed G_ema is already meaningful
+    if freezed is not None:
+        if freezed < 0:
+            raise click.ClickException(f'--freezed must be non-negative; got {freezed}.')
+        desc += f'-freezed{freezed:d}'
+        args.D_kwargs.block_kwargs.freeze_layers = freezed
+    if fp32:
+        args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = 0
+        args.G_kwargs.synthesis_kwargs.conv_clamp = args.D_kwargs.conv_clamp = None
+    if nhwc:
+        args.G_kwargs.synthesis_kwargs.fp16_channels_last = args.D_kwargs.block_kwargs.fp16_channels_last = True
+    if nobench:
+        args.cudnn_benchmark = False
+    if allow_tf32:
+        args.allow_tf32 = True
+    if workers < 0:
+        raise click.ClickException(f'--workers must be 0 or more; got {workers}.')
+    return args, desc, cfg
+
+def _open_dataset(training_set_kwargs):
+    """Open the dataset once to learn its name, size, resolution and labels (errors in one sentence)."""
+    try:
+        return dnnlib.util.construct_class_by_name(**training_set_kwargs)
+    except (OSError, ValueError, RuntimeError) as err:
+        raise click.ClickException(f'--data: {err}')
+
+def _setup_augmentation(args, aug, p, target, augpipe):
+    """Fill args with the --aug/--p/--target/--augpipe choices; args.aug_desc gets the name part."""
+    desc = ''
+    if aug is None:
+        aug = 'ada'
+    if aug not in ('ada', 'noaug', 'fixed'):
+        raise click.ClickException(f'--aug must be ada, noaug or fixed; got {aug!r}.')
+    desc += f'-{aug}'
+    if aug == 'ada':
+        args.ada_target = 0.6
+    elif aug == 'fixed' and p is None:
+        raise click.ClickException('--aug=fixed needs --p, the augmentation probability.')
+    if p is not None:
+        if aug != 'fixed':
+            raise click.ClickException('--p can only be given with --aug=fixed.')
+        if not 0 <= p <= 1:
+            raise click.ClickException(f'--p must be between 0 and 1; got {p}.')
+        desc += f'-p{p:g}'
+        args.augment_p = p
+    if target is not None:
+        if aug != 'ada':
+            raise click.ClickException('--target can only be given with --aug=ada.')
+        if not 0 < target <= 1:
+            raise click.ClickException(f'--target must be in (0, 1]; got {target}.')
+        desc += f'-target{target:g}'
+        args.ada_target = target
+    if augpipe is not None and aug == 'noaug':
+        raise click.ClickException('--augpipe cannot be given with --aug=noaug.')
+    if aug != 'noaug':
+        from training import augment
+        augpipe = 'bgc' if augpipe is None else augpipe
+        if augpipe not in augment.AUGPIPE_SPECS:
+            raise click.ClickException(f'--augpipe must be one of {", ".join(augment.AUGPIPE_SPECS)}; got {augpipe!r}.')
+        if augpipe != 'bgc':
+            desc += f'-{augpipe}'
+        args.augment_kwargs = dnnlib.EasyDict(class_name='training.augment.AugmentPipe', **augment.AUGPIPE_SPECS[augpipe])
+    args.aug_desc = desc
+
+#----------------------------------------------------------------------------
+# Continuing a run in its own folder.
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
+
+def newest_snapshot(run_dir):
+    """Path of the snapshot with the highest kimg in run_dir, or None."""
+    found = [(float(m.group(1)), name) for name in os.listdir(run_dir) for m in [SNAPSHOT_RE.match(name)] if m]
+    return os.path.join(run_dir, max(found)[1]) if found else None
+
+def find_run_dir(resume_run, outdir):
+    """RUN_DIR itself, or for 'latest' the highest-numbered run folder in outdir."""
+    if resume_run != 'latest':
+        if not os.path.isfile(os.path.join(resume_run, 'training_options.json')):
+            raise click.ClickException(f'--resume-run: {resume_run} is not a run folder (it has no training_options.json).')
+        return resume_run
+    runs = [(int(m.group()), name) for name in (os.listdir(outdir) if os.path.isdir(outdir) else [])
+            for m in [re.match(r'^\d+', name)] if m and os.path.isfile(os.path.join(outdir, name, 'training_options.json'))]
+    if not runs:
+        raise click.ClickException(f'--resume-run=latest: no run folder with training_options.json in --outdir={outdir}.')
+    return os.path.join(outdir, max(runs)[1])
+
+def trim_stats(stats_path, max_kimg):
+    """Drop stats.jsonl lines past `max_kimg` (ticks redone after a resume) and a half-written
+    last line. Statistics are float32: the comparison allows their rounding (ticks are at least
+    one minibatch apart). :return: number of lines dropped."""
+    if not os.path.isfile(stats_path):
+        return 0
+    with open(stats_path) as f:
+        lines = f.read().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            kimg = json.loads(line)['Progress/kimg']['mean']
+        except (ValueError, KeyError, TypeError):
+            continue
+        if kimg * 1000 <= max_kimg * 1000 + max(1, 1e-5 * max_kimg * 1000):
+            keep.append(line)
+    if len(keep) != len(lines):
+        tmp_path = stats_path + '.tmp'
+        with open(tmp_path, 'w') as f:
+            f.write(''.join(line + '\n' for line in keep))
+        os.replace(tmp_path, stats_path)
+    return len(lines) - len(keep)
+
+def setup_resume_run(run_dir, kimg):
+    """training_loop kwargs that continue the run in run_dir from its newest snapshot."""
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        args = dnnlib.EasyDict(json.load(f))
+    args.run_dir = run_dir
+    if kimg is not None:
+        args.total_kimg = kimg
+    snapshot = newest_snapshot(run_dir)
+    resumed_kimg = 0.0
+    if snapshot is not None:
+        import legacy
+        with open(snapshot, 'rb') as f:
+            progress = legacy.load_network_pkl(f).get('progress')
+        if not isinstance(progress, dict):
+            raise click.ClickException(f'--resume-run: {snapshot} records no training progress; start a new run with --resume={snapshot}.')
+        resumed_kimg = progress['cur_nimg'] / 1000
+        if resumed_kimg >= args.total_kimg:
+            raise click.ClickException(f'--resume-run: {run_dir} already reached {resumed_kimg:g} kimg of --kimg={args.total_kimg:g}; pass a larger --kimg to train further.')
+        args.resume_pkl = snapshot
+        args.resume_progress = True
+    for name in os.listdir(run_dir):    # temporary files of snapshots interrupted mid-write
+        if re.match(r'^.*\.pkl\.tmp\d*$', name):
+            os.remove(os.path.join(run_dir, name))
+    dropped = trim_stats(os.path.join(run_dir, 'stats.jsonl'), resumed_kimg)
+    return args, snapshot, resumed_kimg, dropped
+
+#----------------------------------------------------------------------------
+# Processes.
+
+def subprocess_fn(rank, args, temp_dir):
+    """Run training_loop as process `rank` of args.num_gpus (rank 0 writes log.txt)."""
+    if rank == 0:
+        dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
+    device = training_loop.default_device(rank)
+    if args.num_gpus > 1:
+        if device.type == 'cpu':
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
+        backend = 'nccl' if device.type == 'cuda' and os.name != 'nt' else 'gloo'
+        init_file = os.path.abspath(os.path.join(temp_dir, '.torch_distributed_init'))
+        init_method = f'file:///{init_file.replace(os.sep, "/")}' if os.name == 'nt' else f'file://{init_file}'
+        if device.type == 'cuda':
+            torch.cuda.set_device(device)
+        torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=args.num_gpus)
+        if rank == 0:
+            print(f'Distributed training: {args.num_gpus} processes on {device.type}, backend {backend}.')
+    training_stats.init_multiprocessing(rank=rank, sync_device=device if args.num_gpus > 1 else None)
+    try:
+        training_loop.training_loop(rank=rank, device=device, **args)
+    except training_loop.TrainingStopped as err:
+        if args.num_gpus == 1:
+            raise
+        if rank == 0:    # the parent reports it once all processes have ended
+            with open(os.path.join(temp_dir, 'stopped.txt'), 'w') as f:
+                f.write(str(err))
+            print(f'Error: {err}', file=sys.stderr)
+    finally:
+        if args.num_gpus > 1 and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+def launch(args):
+    """Run training in this process (one) or in args.num_gpus spawned processes."""
+    torch.multiprocessing.set_start_method('spawn', force=True)
+    with tempfile.TemporaryDirectory() as temp_dir:
+        try:
+            if args.num_gpus == 1:
+                subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
+            else:
+                torch.multiprocessing.spawn(fn=subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus)
+        except training_loop.TrainingStopped as err:
+            raise click.ClickException(str(err))
+        stopped = os.path.join(temp_dir, 'stopped.txt')
+        if os.path.isfile(stopped):
+            with open(stopped) as f:
+                raise click.ClickException(f.read())
+
+def next_run_dir(outdir, desc):
+    """Create <outdir>/<NNNNN>-<desc> with the next free number (never reusing a folder)."""
+    os.makedirs(outdir, exist_ok=True)
+    while True:
+        ids = [int(m.group()) for name in os.listdir(outdir) for m in [re.match(r'^\d+', name)] if m]
+        run_dir = os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+        try:
+            os.makedirs(run_dir)
+            return run_dir
+        except FileExistsError:    # another run took this number meanwhile
+            continue
+
+#----------------------------------------------------------------------------
+
+def parse_comma_list(text):
+    """'a,b' -> ['a', 'b']; 'none' -> []; None -> None (the default)."""
+    if text is None:
+        return None
+    if text.lower() == 'none' or text == '':
+        return []
+    return [item.strip() for item in text.split(',')]
+
+@click.command()
+@click.pass_context
+# General options.
+@click.option('--outdir', help='Where to save the results', metavar='DIR', default='training-runs', show_default=True)
+@click.option('--gpus', help='Number of processes: GPUs with CUDA, else CPU processes [default: 1]', type=int, metavar='INT')
+@click.option('--snap', help='Snapshot interval in ticks [default: 50]', type=int, metavar='INT')
+@click.option('--metrics', help='Comma-separated metrics or "none" [default: fid50k_full with CUDA, none on CPU]', type=str)
+@click.option('--seed', help='Random seed [default: 0]', type=int, metavar='INT')
+@click.option('-n', '--dry-run', help='Print training options and exit', is_flag=True)
+# Dataset.
+@click.option('--data', help='Training data (directory or zip)', metavar='PATH')
+@click.option('--cond', help='Train conditional model based on dataset labels [default: false]', type=bool, metavar='BOOL')
+@click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')
+@click.option('--mirror', help='Enable dataset x-flips [default: false]', type=bool, metavar='BOOL')
+# Base config.
+@click.option('--cfg', help='Base config: auto, stylegan2, paper256, paper512, paper1024, cifar, cpu (+ mspe, sspe with the plugin) [default: auto]', type=str)
+@click.option('--gamma', help='Override R1 gamma', type=float)
+@click.option('--kimg', help='Override training duration (kimg, fractions allowed)', type=float, metavar='KIMG')
+@click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
+@click.option('--batch', help='Override batch size', type=int, metavar='INT')
+# Discriminator augmentation.
+@click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
+@click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
+@click.option('--target', help='ADA target value for --aug=ada', type=float)
+@click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=str)
+# Transfer learning and resuming.
+@click.option('--resume', help='Resume from given network pickle [default: noresume]', metavar='PKL')
+@click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
+@click.option('--freezed', help='Freeze-D [default: 0 layers]', type=int, metavar='INT')
+# Performance.
+@click.option('--fp32', help='Disable mixed-precision training', type=bool, metavar='BOOL')
+@click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, metavar='BOOL')
+@click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
+@click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
+@click.option('--workers', help='Data loader worker processes [default: 3 with CUDA, 0 on CPU]', type=int, metavar='INT')
+# Plugin hook.
+@click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
+@click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX (needs mspe_plugin)', type=str, metavar='MIN,MAX')
+def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
+    """Train a GAN using the techniques described in "Training Generative Adversarial Networks
+    with Limited Data" (StyleGAN2-ADA), with the MS-PE plugin hook.
+
+    \b
+    Examples:
+    python train.py --outdir=~/training-runs --data=~/datasets/mnist-ul.zip --cfg=cpu --kimg=200
+    python train.py --outdir=~/training-runs --data=~/datasets/ffhq.zip --gpus=8 --cfg=mspe
+    python train.py --resume-run=~/training-runs/00003-mnist-ul-cpu
+    """
+    dnnlib.util.Logger(should_flush=True)
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+    if resume_run is not None:
+        extra = sorted(given - RESUME_RUN_FLAGS)
+        if extra:
+            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg and --workers may change).')
+        run_dir = find_run_dir(resume_run, outdir)
+        args, snapshot, resumed_kimg, dropped = setup_resume_run(run_dir, config_kwargs['kimg'])
+        if config_kwargs['workers'] is not None:
+            args.data_loader_kwargs.num_workers = config_kwargs['workers']
+        note = f'Continuing {run_dir} from {os.path.basename(snapshot)} at kimg {resumed_kimg:g}' if snapshot else f'Restarting {run_dir} from scratch (it has no snapshot yet)'
+        note += f' up to kimg {args.total_kimg:g}' + (f'; dropped {dropped} stats.jsonl line(s) past that point.' if dropped else '.')
+    else:
+        config_kwargs = {name: value for name, value in config_kwargs.items() if value is not None}
+        defaults = dict(gpus=1, snap=50, seed=0, cond=False, mirror=False, cfg='auto', fp32=False, nhwc=False,
+                        nobench=False, allow_tf32=False, workers=3 if torch.cuda.is_available() else 0)
+        config_kwargs = {**defaults, **config_kwargs}
+        config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
+        plugin = load_plugin()
+        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize)
+        config_kwargs['cfg'] = cfg
+        keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
+                'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick']
+        args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
+        if plugin is not None and (pe is not None or pe_resize is not None):
+            plugin.configure_generator(args.G_kwargs, pe, pe_resize)
+            desc += plugin.run_desc_suffix(pe, pe_resize)
+        args.run_dir = None
+        note = None
+
+    print()
+    print('Training options:')
+    print(json.dumps(args, indent=2))
+    print()
+    print(f'Output directory:   {args.run_dir or os.path.join(outdir, "<next>-" + desc)}')
+    print(f'Training data:      {args.training_set_kwargs.path}')
+    print(f'Training duration:  {args.total_kimg:g} kimg')
+    print(f'Number of GPUs:     {args.num_gpus}' + ('' if torch.cuda.is_available() else ' (CPU processes)'))
+    print(f'Number of images:   {args.training_set_kwargs.max_size}')
+    print(f'Image resolution:   {args.training_set_kwargs.resolution}')
+    print(f'Conditional model:  {args.training_set_kwargs.use_labels}')
+    print(f'Dataset x-flips:    {args.training_set_kwargs.xflip}')
+    print()
+    if dry_run:
+        print('Dry run; exiting.')
+        return
+
+    if resume_run is None:
+        args.run_dir = next_run_dir(outdir, desc)
+        with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
+            json.dump(args, f, indent=2)
+    print('Launching processes...')
+    if note is not None:
+        with open(os.path.join(args.run_dir, 'log.txt'), 'a') as f:
+            f.write(note + '\n')
+        print(note)
+    launch(args)
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    main()    # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------

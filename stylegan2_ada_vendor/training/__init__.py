@@ -1,0 +1,1 @@
+"""Training: networks, loss, augmentation, datasets and the training loop."""
