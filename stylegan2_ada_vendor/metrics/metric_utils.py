@@ -1,0 +1,330 @@
+"""Shared machinery of the metrics: options, feature statistics, and feature extraction from a
+dataset (with a disk cache) or from a generator."""
+import copy
+import hashlib
+import os
+import pickle
+import time
+import uuid
+
+import numpy as np
+import torch
+
+import dnnlib
+from metrics import feature_detectors
+
+#----------------------------------------------------------------------------
+
+class MetricOptions:
+    """Everything a metric needs: the generator, the dataset, the process group and the detector."""
+
+    def __init__(self,
+        G               = None,     # Generator with the upstream interface (z_dim, c_dim, G(z, c, **G_kwargs)).
+        G_kwargs        = {},       # Extra keyword arguments of G's forward (e.g. noise_mode, truncation_psi).
+        dataset_kwargs  = {},       # Kwargs of the real dataset, with class_name.
+        num_gpus        = 1,        # Number of processes taking part (GPUs, or CPU processes).
+        rank            = 0,        # Rank of this process.
+        device          = None,     # Torch device; None = cuda:<rank> if CUDA is available, else cpu.
+        progress        = None,     # ProgressMonitor of the caller, or None.
+        cache           = True,     # Reuse dataset statistics cached on disk?
+        detector_url    = None,     # Feature detector spec (see metrics.feature_detectors); None = Inception.
+    ):
+        assert 0 <= rank < num_gpus
+        self.G              = G
+        self.G_kwargs       = dnnlib.EasyDict(G_kwargs)
+        self.dataset_kwargs = dnnlib.EasyDict(dataset_kwargs)
+        self.num_gpus       = num_gpus
+        self.rank           = rank
+        if device is None:
+            device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+        self.device         = torch.device(device)
+        self.progress       = progress.sub() if progress is not None and rank == 0 else ProgressMonitor()
+        self.cache          = cache
+        self.detector_url   = detector_url if detector_url is not None else feature_detectors.DEFAULT_DETECTOR
+
+#----------------------------------------------------------------------------
+
+_feature_detector_cache = dict()
+
+def get_feature_detector_name(url):
+    """Short name of a detector spec, used in cache file names."""
+    return feature_detectors.detector_name(url)
+
+def _distributed(num_gpus):
+    return num_gpus > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
+
+def get_feature_detector(url, device=torch.device('cpu'), num_gpus=1, rank=0, verbose=False):
+    """Loads a feature detector once per process and device (rank 0 first, so that only one
+    process downloads). :return: module mapping uint8 [N, C, H, W] to float32 [N, D]."""
+    key = (url, str(torch.device(device)))
+    if key not in _feature_detector_cache:
+        is_leader = (rank == 0)
+        if not is_leader and _distributed(num_gpus):
+            torch.distributed.barrier()  # Leader goes first.
+        _feature_detector_cache[key] = feature_detectors.load_feature_detector(url, device, verbose=(verbose and is_leader))
+        if is_leader and _distributed(num_gpus):
+            torch.distributed.barrier()  # Others follow.
+    return _feature_detector_cache[key]
+
+#----------------------------------------------------------------------------
+
+class FeatureStats:
+    """Accumulates detector features: all of them, and/or running sums for the mean and covariance."""
+
+    def __init__(self,
+        capture_all      = False,   # Keep every feature vector (for KID, precision/recall)?
+        capture_mean_cov = False,   # Keep float64 sums for the mean and covariance (for FID)?
+        max_items        = None,    # Stop accepting items after this many; None = no limit.
+    ):
+        self.capture_all = capture_all
+        self.capture_mean_cov = capture_mean_cov
+        self.max_items = max_items
+        self.num_items = 0
+        self.num_features = None
+        self.all_features = None
+        self.raw_mean = None
+        self.raw_cov = None
+
+    def set_num_features(self, num_features):
+        """Fixes the feature dimension D on first use; later batches must match it."""
+        if self.num_features is not None:
+            assert num_features == self.num_features, f'feature dimension changed from {self.num_features} to {num_features}'
+        else:
+            self.num_features = num_features
+            self.all_features = []
+            self.raw_mean = np.zeros([num_features], dtype=np.float64)
+            self.raw_cov = np.zeros([num_features, num_features], dtype=np.float64)
+
+    def is_full(self):
+        """True once max_items items have been accepted."""
+        return (self.max_items is not None) and (self.num_items >= self.max_items)
+
+    def append(self, x):
+        """Adds a batch of features, dropping what exceeds max_items. :param x: array [N, D]."""
+        x = np.asarray(x, dtype=np.float32)
+        assert x.ndim == 2
+        if (self.max_items is not None) and (self.num_items + x.shape[0] > self.max_items):
+            if self.num_items >= self.max_items:
+                return
+            x = x[:self.max_items - self.num_items]
+        self.set_num_features(x.shape[1])
+        self.num_items += x.shape[0]
+        if self.capture_all:
+            self.all_features.append(x)
+        if self.capture_mean_cov:
+            x64 = x.astype(np.float64)
+            self.raw_mean += x64.sum(axis=0)
+            self.raw_cov += x64.T @ x64
+
+    def append_torch(self, x, num_gpus=1, rank=0):
+        """Adds a batch of features from every process: with torch.distributed initialised and
+        num_gpus > 1, the batches of all ranks are gathered and interleaved (item i of rank r
+        becomes item i * num_gpus + r), so every rank holds the same statistics.
+        :param x: tensor [N, D] (N equal on all ranks)."""
+        assert isinstance(x, torch.Tensor) and x.ndim == 2
+        assert 0 <= rank < num_gpus
+        if _distributed(num_gpus):
+            ys = [torch.empty_like(x) for _ in range(num_gpus)]
+            torch.distributed.all_gather(ys, x.contiguous())
+            x = torch.stack(ys, dim=1).flatten(0, 1)
+        self.append(x.detach().cpu().numpy())
+
+    def get_all(self):
+        """:return: float32 array [num_items, D] of every feature (needs capture_all)."""
+        assert self.capture_all
+        if not self.all_features:
+            return np.zeros([0, self.num_features or 0], dtype=np.float32)
+        return np.concatenate(self.all_features, axis=0)
+
+    def get_all_torch(self):
+        """:return: float32 tensor [num_items, D] of every feature (needs capture_all)."""
+        return torch.from_numpy(self.get_all())
+
+    def get_mean_cov(self):
+        """:return: (mean [D], covariance [D, D]) in float64, covariance normalised by N (needs capture_mean_cov)."""
+        assert self.capture_mean_cov and self.num_items > 0
+        mean = self.raw_mean / self.num_items
+        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
+        return mean, cov
+
+    def save(self, pkl_file):
+        """Writes the statistics to a pickle file."""
+        with open(pkl_file, 'wb') as f:
+            pickle.dump(self.__dict__, f)
+
+    @staticmethod
+    def load(pkl_file):
+        """Reads statistics written by `save`. :return: FeatureStats."""
+        with open(pkl_file, 'rb') as f:
+            s = dnnlib.EasyDict(pickle.load(f))
+        obj = FeatureStats(capture_all=s.capture_all, max_items=s.max_items)
+        obj.__dict__.update(s)
+        return obj
+
+#----------------------------------------------------------------------------
+
+class ProgressMonitor:
+    """Prints progress of a feature extraction and forwards it to an optional callback
+    `progress_fn(value, total)` mapped onto [pfn_lo, pfn_hi] of pfn_total."""
+
+    def __init__(self,
+        tag             = None,     # Text printed in front of each line; None = silent.
+        num_items       = None,     # Total items expected (for the callback).
+        flush_interval  = 1000,     # Report every this many items.
+        verbose         = False,    # Print lines?
+        progress_fn     = None,     # Callback(value, total), or None.
+        pfn_lo          = 0,        # Callback value at 0 items.
+        pfn_hi          = 1000,     # Callback value at num_items items.
+        pfn_total       = 1000,     # Callback total.
+    ):
+        self.tag = tag
+        self.num_items = num_items
+        self.verbose = verbose
+        self.flush_interval = flush_interval
+        self.progress_fn = progress_fn
+        self.pfn_lo = pfn_lo
+        self.pfn_hi = pfn_hi
+        self.pfn_total = pfn_total
+        self.start_time = time.time()
+        self.batch_time = self.start_time
+        self.batch_items = 0
+        if self.progress_fn is not None:
+            self.progress_fn(self.pfn_lo, self.pfn_total)
+
+    def update(self, cur_items):
+        """Reports that `cur_items` items are done."""
+        assert (self.num_items is None) or (cur_items <= self.num_items)
+        if (cur_items < self.batch_items + self.flush_interval) and (self.num_items is None or cur_items < self.num_items):
+            return
+        cur_time = time.time()
+        total_time = cur_time - self.start_time
+        time_per_item = (cur_time - self.batch_time) / max(cur_items - self.batch_items, 1)
+        if (self.verbose) and (self.tag is not None):
+            print(f'{self.tag:<19s} items {cur_items:<7d} time {dnnlib.util.format_time(total_time):<12s} ms/item {time_per_item * 1e3:.2f}', flush=True)
+        self.batch_time = cur_time
+        self.batch_items = cur_items
+        if (self.progress_fn is not None) and (self.num_items is not None):
+            self.progress_fn(self.pfn_lo + (self.pfn_hi - self.pfn_lo) * (cur_items / self.num_items), self.pfn_total)
+
+    def sub(self, tag=None, num_items=None, flush_interval=1000, rel_lo=0, rel_hi=1):
+        """A child monitor covering [rel_lo, rel_hi] of this monitor's callback range."""
+        return ProgressMonitor(
+            tag             = tag,
+            num_items       = num_items,
+            flush_interval  = flush_interval,
+            verbose         = self.verbose,
+            progress_fn     = self.progress_fn,
+            pfn_lo          = self.pfn_lo + (self.pfn_hi - self.pfn_lo) * rel_lo,
+            pfn_hi          = self.pfn_lo + (self.pfn_hi - self.pfn_lo) * rel_hi,
+            pfn_total       = self.pfn_total,
+        )
+
+#----------------------------------------------------------------------------
+
+def _default_loader_kwargs(device):
+    # Worker processes pay off when a GPU runs the detector; on CPU they compete with it for cores.
+    if device.type == 'cuda':
+        return dict(pin_memory=True, num_workers=3, prefetch_factor=2)
+    return dict(num_workers=0)
+
+def _dataset_fingerprint(dataset_kwargs):
+    """Dataset kwargs plus the absolute path, size and modification time of the data on disk, so a
+    rebuilt dataset at the same path does not reuse stale statistics."""
+    kwargs = dict(dataset_kwargs)
+    path = kwargs.get('path')
+    if isinstance(path, str) and os.path.exists(path):
+        st = os.stat(path)
+        kwargs['path'] = os.path.abspath(path)
+        kwargs['_data_stat'] = (st.st_size, st.st_mtime_ns)
+    return kwargs
+
+def _broadcast_flag(flag, opts):
+    """Rank 0's boolean, seen by every rank."""
+    if not _distributed(opts.num_gpus):
+        return flag
+    t = torch.as_tensor(float(flag), dtype=torch.float32, device=opts.device)
+    torch.distributed.broadcast(tensor=t, src=0)
+    return float(t.cpu()) != 0
+
+def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64,
+        data_loader_kwargs=None, max_items=None, **stats_kwargs):
+    """Runs the detector over the real dataset `opts.dataset_kwargs` (the first `max_items` items,
+    or all), split over the ranks. The result is cached under dnnlib's cache dir ('gan-metrics'),
+    keyed by dataset, detector and options; a cached result is loaded without loading the detector.
+    :return: FeatureStats (identical on every rank)."""
+    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    if data_loader_kwargs is None:
+        data_loader_kwargs = _default_loader_kwargs(opts.device)
+
+    # Look for a cached result.
+    cache_file = None
+    if opts.cache:
+        args = dict(dataset_kwargs=_dataset_fingerprint(opts.dataset_kwargs),
+            detector=feature_detectors.detector_fingerprint(detector_url),
+            detector_kwargs=detector_kwargs, max_items=max_items, stats_kwargs=stats_kwargs)
+        md5 = hashlib.md5(repr(sorted(args.items())).encode('utf-8'))
+        cache_tag = f'{dataset.name}-{get_feature_detector_name(detector_url)}-{md5.hexdigest()}'
+        cache_file = dnnlib.make_cache_dir_path('gan-metrics', cache_tag + '.pkl')
+        if _broadcast_flag(opts.rank == 0 and os.path.isfile(cache_file), opts):
+            return FeatureStats.load(cache_file)
+
+    # Extract features; item i goes to rank i % num_gpus (wrapping around so all ranks do equal work).
+    num_items = len(dataset)
+    if max_items is not None:
+        num_items = min(num_items, max_items)
+    stats = FeatureStats(max_items=num_items, **stats_kwargs)
+    progress = opts.progress.sub(tag='dataset features', num_items=num_items, rel_lo=rel_lo, rel_hi=rel_hi)
+    detector = get_feature_detector(url=detector_url, device=opts.device, num_gpus=opts.num_gpus, rank=opts.rank, verbose=progress.verbose)
+    item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range((num_items - 1) // opts.num_gpus + 1)]
+    loader = torch.utils.data.DataLoader(dataset=dataset, sampler=item_subset, batch_size=batch_size, **data_loader_kwargs)
+    with torch.no_grad():
+        for images, _labels in loader:
+            features = detector(images.to(opts.device), **detector_kwargs)
+            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats.num_items)
+
+    # Save to the cache atomically (write a temporary file, then rename).
+    if cache_file is not None and opts.rank == 0:
+        os.makedirs(os.path.dirname(cache_file), exist_ok=True)
+        temp_file = cache_file + '.' + uuid.uuid4().hex
+        stats.save(temp_file)
+        os.replace(temp_file, cache_file)
+    return stats
+
+#----------------------------------------------------------------------------
+
+def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel_lo=0, rel_hi=1, batch_size=64,
+        batch_gen=None, seed=0, **stats_kwargs):
+    """Runs the detector over images of `opts.G`, drawing z ~ N(0, I) and conditioning labels of
+    random dataset items, until `stats_kwargs['max_items']` images have been seen. Each rank draws
+    from its own generator seeded by (seed, rank), so a metric is reproducible for a given G.
+    G's output [N, C, H, W] in [-1, 1] is quantised to uint8 like a saved image.
+    :return: FeatureStats (identical on every rank)."""
+    if batch_gen is None:
+        batch_gen = min(batch_size, 4)
+    assert batch_size % batch_gen == 0
+
+    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    dataset = dnnlib.util.construct_class_by_name(**opts.dataset_kwargs)
+    rnd = np.random.RandomState([seed, opts.rank])
+    z_gen = torch.Generator().manual_seed(int(rnd.randint(2**31)))
+
+    stats = FeatureStats(**stats_kwargs)
+    assert stats.max_items is not None
+    progress = opts.progress.sub(tag='generator features', num_items=stats.max_items, rel_lo=rel_lo, rel_hi=rel_hi)
+    detector = get_feature_detector(url=detector_url, device=opts.device, num_gpus=opts.num_gpus, rank=opts.rank, verbose=progress.verbose)
+    with torch.no_grad():
+        while not stats.is_full():
+            images = []
+            for _i in range(batch_size // batch_gen):
+                z = torch.randn([batch_gen, G.z_dim], generator=z_gen).to(opts.device)
+                c = np.stack([dataset.get_label(rnd.randint(len(dataset))) for _ in range(batch_gen)])
+                c = torch.from_numpy(c).to(torch.float32).to(opts.device)  # [batch_gen, label_dim]
+                img = G(z, c, **opts.G_kwargs)
+                images.append((img * 127.5 + 128).clamp(0, 255).to(torch.uint8))
+            features = detector(torch.cat(images), **detector_kwargs)
+            stats.append_torch(features, num_gpus=opts.num_gpus, rank=opts.rank)
+            progress.update(stats.num_items)
+    return stats
+
+#----------------------------------------------------------------------------
