@@ -331,7 +331,7 @@ def trim_stats(stats_path, max_kimg):
 def setup_resume_run(run_dir, kimg):
     """training_loop kwargs that continue the run in run_dir from its newest snapshot."""
     with open(os.path.join(run_dir, 'training_options.json')) as f:
-        args = dnnlib.EasyDict(json.load(f))
+        args = json.load(f, object_hook=dnnlib.EasyDict)
     args.run_dir = run_dir
     if kimg is not None:
         args.total_kimg = kimg

@@ -1,0 +1,295 @@
+"""Training on CPU: tiny runs of train.py that write loadable snapshots, survive SIGKILL, train in
+two gloo processes, stop cleanly on NaN, adapt ADA's p; the loss terms; train.py's bad flags."""
+
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+
+import numpy as np
+import PIL.Image
+import PIL.ImageDraw
+import PIL.ImageFont
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import HOST
+
+TRAIN = os.path.join(HOST, 'train.py')
+TINY = ['--cfg=cpu', '--metrics=none', '--batch=16', '--tick=0.032', '--snap=1', '--workers=0']
+
+#----------------------------------------------------------------------------
+# Helpers.
+
+def make_digits_zip(path, count=32, resolution=16, with_labels=False):
+    """A dataset zip of `count` coloured digits (PNG, RGB) with optional dataset.json labels."""
+    rnd = np.random.RandomState(0)
+    font = PIL.ImageFont.load_default()
+    labels = []
+    with zipfile.ZipFile(path, 'w') as zf:
+        for idx in range(count):
+            img = PIL.Image.new('RGB', (resolution, resolution), (0, 0, 0))
+            color = tuple(int(v) for v in rnd.randint(96, 256, size=3))
+            PIL.ImageDraw.Draw(img).text((int(rnd.randint(0, 6)), int(rnd.randint(-2, 3))), str(idx % 10), fill=color, font=font)
+            buf = io.BytesIO()
+            img.save(buf, format='png')
+            name = f'00000/img{idx:08d}.png'
+            zf.writestr(name, buf.getvalue())
+            labels.append([name, idx % 10])
+        if with_labels:
+            zf.writestr('dataset.json', json.dumps({'labels': labels}))
+    return str(path)
+
+@pytest.fixture(scope='module')
+def digits_zip(tmp_path_factory):
+    return make_digits_zip(tmp_path_factory.mktemp('data') / 'digits16.zip')
+
+# One thread per process: on a shared 2-core machine, OpenMP threads of a busy torch spin and
+# wait for each other, which made these tiny runs up to 10x slower.
+ENV_ONE_THREAD = dict(os.environ, OMP_NUM_THREADS='1')
+
+def train_cmd(outdir, *flags):
+    return [sys.executable, TRAIN, f'--outdir={outdir}', *flags]
+
+def run_train(outdir, *flags, env=None, timeout=240):
+    """Run train.py to completion; returns the CompletedProcess (text output)."""
+    full_env = dict(ENV_ONE_THREAD, **(env or {}))
+    return subprocess.run(train_cmd(outdir, *flags), capture_output=True, text=True, env=full_env, timeout=timeout)
+
+def only_run_dir(outdir):
+    runs = sorted(name for name in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, name)))
+    assert len(runs) == 1, runs
+    return os.path.join(outdir, runs[0])
+
+def snapshots(run_dir):
+    """Snapshot paths, oldest first."""
+    names = [name for name in os.listdir(run_dir) if name.startswith('network-snapshot-') and name.endswith('.pkl')]
+    return [os.path.join(run_dir, name) for name in sorted(names, key=lambda n: float(n[len('network-snapshot-'):-4]))]
+
+def read_stats(run_dir):
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+def load_snapshot(path):
+    import legacy
+    with open(path, 'rb') as f:
+        return legacy.load_network_pkl(f)
+
+def assert_generates(G, resolution=16):
+    z = torch.randn([2, G.z_dim])
+    c = torch.zeros([2, G.c_dim])
+    img = G(z, c, noise_mode='const')
+    assert img.shape == (2, 3, resolution, resolution)
+    assert torch.isfinite(img).all()
+
+def assert_one_sentence_error(output):
+    assert 'Traceback' not in output, output
+    errors = [line for line in output.splitlines() if line.startswith('Error:')]
+    assert len(errors) == 1, output
+    return errors[0]
+
+#----------------------------------------------------------------------------
+# Tiny runs.
+
+def test_tiny_run_writes_snapshot_that_loads_and_generates(digits_zip, tmp_path):
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.06', '--aug=noaug')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    for name in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png']:
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert 'tick 1' in open(os.path.join(run_dir, 'log.txt')).read()
+    data = load_snapshot(snapshots(run_dir)[-1])
+    assert {'G', 'D', 'G_ema', 'training_set_kwargs'} <= set(data)
+    assert data['progress']['cur_nimg'] >= 60
+    assert_generates(data['G_ema'])
+    stats = read_stats(run_dir)
+    assert all(math.isfinite(s['Loss/G/loss']['mean']) and math.isfinite(s['Loss/D/loss']['mean']) for s in stats)
+
+def test_killed_run_resumes_from_last_snapshot_with_kimg_continuing(digits_zip, tmp_path):
+    log_path = tmp_path / 'first.log'
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(train_cmd(tmp_path / 'runs', f'--data={digits_zip}', *TINY, '--kimg=20', '--aug=noaug'),
+                                stdout=log, stderr=subprocess.STDOUT, env=ENV_ONE_THREAD)
+        try:
+            deadline = time.time() + 180
+            while time.time() < deadline and proc.poll() is None:
+                runs = os.listdir(tmp_path / 'runs') if os.path.isdir(tmp_path / 'runs') else []
+                if runs and len(snapshots(os.path.join(tmp_path / 'runs', runs[0]))) >= 2:
+                    break
+                time.sleep(0.2)
+            assert proc.poll() is None, open(log_path).read()[-3000:]
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait()
+    run_dir = only_run_dir(tmp_path / 'runs')
+    progress = load_snapshot(snapshots(run_dir)[-1])['progress']
+    resumed_kimg = progress['cur_nimg'] / 1000
+
+    target_kimg = resumed_kimg + 0.08
+    result = run_train(tmp_path / 'runs', f'--resume-run={run_dir}', f'--kimg={target_kimg}')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert only_run_dir(tmp_path / 'runs') == run_dir    # continued in place, no new run folder
+    log = open(os.path.join(run_dir, 'log.txt')).read()
+    assert f'at kimg {resumed_kimg:g}' in log
+    assert 'Adam moments start from zero' not in log    # optimizer state came back too
+
+    stats = read_stats(run_dir)
+    kimgs = [s['Progress/kimg']['mean'] for s in stats]
+    ticks = [s['Progress/tick']['mean'] for s in stats]
+    assert all(b > a for a, b in zip(kimgs, kimgs[1:])), kimgs
+    assert all(b == a + 1 for a, b in zip(ticks, ticks[1:])), ticks
+    after = [s for s in stats if s['Progress/kimg']['mean'] > resumed_kimg + 1e-6]
+    assert after[0]['Progress/tick']['mean'] == progress['cur_tick'] + 1
+    assert after[0]['Progress/kimg']['mean'] <= resumed_kimg + 0.032 + 0.016 + 1e-6
+    final = load_snapshot(snapshots(run_dir)[-1])
+    assert final['progress']['cur_nimg'] >= target_kimg * 1000
+    assert_generates(final['G_ema'])
+
+def test_two_gloo_processes_train_and_write_one_consistent_snapshot(digits_zip, tmp_path):
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--gpus=2', '--kimg=0.1', '--aug=noaug')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    log = open(os.path.join(run_dir, 'log.txt')).read()
+    assert 'Distributed training: 2 processes on cpu, backend gloo' in log
+    assert len(read_stats(run_dir)) >= 3
+    data = load_snapshot(snapshots(run_dir)[-1])    # written after misc.check_ddp_consistency passed on both ranks
+    assert data['progress']['cur_nimg'] >= 100
+    assert_generates(data['G_ema'])
+
+def test_nan_loss_stops_run_with_clear_message_and_keeps_last_good_snapshot(digits_zip, tmp_path):
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=1', '--aug=noaug', env={'MSPE_TEST_INJECT_NAN': '0.05'})
+    assert result.returncode != 0
+    message = assert_one_sentence_error(result.stdout + result.stderr)    # dnnlib's Logger sends stderr to stdout
+    assert 'diverged' in message and 'Loss/G/loss' in message, message
+    run_dir = only_run_dir(tmp_path)
+    snaps = snapshots(run_dir)
+    data = load_snapshot(snaps[-1])
+    assert data['progress']['cur_nimg'] <= 50    # nothing written after the NaN appeared
+    for name in ['G', 'D', 'G_ema']:
+        assert all(torch.isfinite(t).all() for t in data[name].state_dict().values() if t.is_floating_point())
+    assert_generates(data['G_ema'])
+
+def test_ada_p_rises_when_discriminator_overfits(digits_zip, tmp_path):
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.2', '--aug=ada', '--target=0.01', '--subset=8')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    stats = read_stats(run_dir)
+    assert stats[-1]['Progress/augment']['mean'] > 0
+    assert stats[-1]['Loss/signs/real']['mean'] > 0.01    # D calls the 8 reals real: it overfits
+    data = load_snapshot(snapshots(run_dir)[-1])
+    assert float(data['augment_pipe'].p) > 0
+    assert data['progress']['augment_p'] == pytest.approx(float(data['augment_pipe'].p))
+
+def test_mspe_config_trains_through_the_plugin_hook(digits_zip, tmp_path):
+    pytest.importorskip('mspe_plugin.register')
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.04', '--aug=noaug', '--pe=mspe', '--pe-resize=0.5,2')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.endswith('-mspe-rs0.5-2')
+    G = load_snapshot(snapshots(run_dir)[-1])['G_ema']
+    assert type(G).__module__.endswith('networks') and G.synthesis.pe == 'mspe'
+    assert_generates(G)
+
+#----------------------------------------------------------------------------
+# The loss.
+
+class _LinearD(torch.nn.Module):
+    """D(x) = <w, x>: its input gradient is w everywhere, so R1 = |w|^2 exactly."""
+    def __init__(self, shape):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(shape))
+    def forward(self, img, c):
+        return (img * self.w).flatten(1).sum(1, keepdim=True)
+
+def test_r1_penalty_is_squared_norm_of_input_gradient():
+    from torch_utils import training_stats
+    from training.loss import StyleGAN2Loss
+    D = _LinearD([3, 8, 8])
+    loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=None, G_synthesis=None, D=D, r1_gamma=4)
+    collector = training_stats.Collector(regex='Loss/r1_penalty')
+    loss.accumulate_gradients('Dreg', real_img=torch.randn([4, 3, 8, 8]), real_c=torch.zeros([4, 0]),
+                              gen_z=None, gen_c=None, sync=True, gain=1)
+    collector.update()
+    expected = float(D.w.detach().square().sum())
+    assert collector.mean('Loss/r1_penalty') == pytest.approx(expected, rel=1e-4)
+    # d/dw of gamma/2 * |w|^2 = gamma * w (the logits' own term has weight 0 in Dreg).
+    assert torch.allclose(D.w.grad, 4 * D.w.detach(), rtol=1e-4)
+
+def test_style_mixing_takes_later_layers_from_a_second_latent():
+    from training.loss import StyleGAN2Loss
+    from training.networks import Generator
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=8, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=64, channel_max=8))
+    loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=None, style_mixing_prob=1)
+    z = torch.randn([4, 8])
+    ws = G.mapping(z, None)
+    mixed = loss._mix_styles(ws, z, None)
+    same = (mixed == ws).all(dim=2).all(dim=0)    # [num_ws]
+    cutoff = int(same.long().sum())
+    assert 1 <= cutoff < G.num_ws
+    assert same[:cutoff].all() and not same[cutoff:].any()
+
+#----------------------------------------------------------------------------
+# train.py flags.
+
+@pytest.fixture(scope='module')
+def train_module():
+    import train
+    return train
+
+def invoke(train_module, args):
+    return CliRunner().invoke(train_module.main, args)
+
+BAD_FLAGS = {
+    'missing_data':       ([], '--data is missing'),
+    'gpus_not_power_2':   (['--gpus=3'], '--gpus must be a power of two'),
+    'batch_not_divisible': (['--gpus=2', '--batch=15'], '--batch must be a positive multiple of --gpus=2'),
+    'unknown_aug':        (['--aug=magic'], '--aug must be ada, noaug or fixed'),
+    'unknown_augpipe':    (['--augpipe=nope'], '--augpipe must be one of'),
+    'p_without_fixed':    (['--p=0.5'], '--p can only be given with --aug=fixed'),
+    'unknown_cfg':        (['--cfg=huge'], '--cfg must be one of'),
+    'cond_without_labels': (['--cond=1'], 'label'),
+    'missing_dataset':    (['--data=/nonexistent/data.zip'], '--data'),
+}
+
+@pytest.mark.parametrize('case', sorted(BAD_FLAGS))
+def test_bad_flag_ends_in_one_sentence_and_creates_nothing(train_module, digits_zip, tmp_path, case):
+    flags, expected = BAD_FLAGS[case]
+    outdir = tmp_path / 'runs'
+    if case != 'missing_data' and not any(f.startswith('--data') for f in flags):
+        flags = [f'--data={digits_zip}'] + flags
+    result = invoke(train_module, [f'--outdir={outdir}', '--metrics=none'] + flags)
+    assert result.exit_code != 0
+    message = assert_one_sentence_error(result.output)
+    assert expected in message, message
+    assert not outdir.exists()
+
+def test_plugin_flags_without_plugin_say_how_to_install(train_module, digits_zip, tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, 'load_plugin', lambda: None)
+    result = invoke(train_module, [f'--outdir={tmp_path}', f'--data={digits_zip}', '--cfg=mspe'])
+    assert result.exit_code != 0
+    assert 'needs the mspe plugin: pip install -e' in assert_one_sentence_error(result.output)
+
+def test_dry_run_prints_options_and_writes_nothing(train_module, digits_zip, tmp_path):
+    outdir = tmp_path / 'runs'
+    result = invoke(train_module, [f'--outdir={outdir}', f'--data={digits_zip}', '--cfg=cpu', '--metrics=none', '--dry-run'])
+    assert result.exit_code == 0, result.output
+    assert 'Dry run; exiting.' in result.output and '"r1_gamma"' in result.output
+    assert not outdir.exists()
+
+def test_resume_run_refuses_flags_that_would_change_the_run(train_module, digits_zip, tmp_path):
+    run_dir = tmp_path / '00000-fake'
+    run_dir.mkdir()
+    (run_dir / 'training_options.json').write_text('{}')
+    result = invoke(train_module, [f'--resume-run={run_dir}', '--gamma=5'])
+    assert result.exit_code != 0
+    assert 'drop --gamma' in assert_one_sentence_error(result.output)
+    result = invoke(train_module, [f'--resume-run={tmp_path / "nothing"}'])
+    assert 'is not a run folder' in assert_one_sentence_error(result.output)
