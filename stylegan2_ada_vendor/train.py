@@ -113,20 +113,16 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     if data is None:
         raise click.ClickException('--data is missing: give a dataset zip or folder (make one with dataset_tool.py).')
     args.training_set_kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data,
-        use_labels=True, max_size=None, xflip=False)
+        use_labels=bool(cond), max_size=None, xflip=False)
     args.data_loader_kwargs = dnnlib.EasyDict(pin_memory=True, num_workers=workers, prefetch_factor=2)
-    training_set = _open_dataset(args.training_set_kwargs)
-    args.training_set_kwargs.resolution = training_set.resolution
-    args.training_set_kwargs.use_labels = training_set.has_labels
-    args.training_set_kwargs.max_size = len(training_set)
-    desc = training_set.name
-    del training_set
+    info = _inspect_dataset(args.training_set_kwargs, '--cond' if cond else '--data')
+    args.training_set_kwargs.resolution = info.resolution
+    args.training_set_kwargs.max_size = info.size
+    desc = info.name
     if cond:
-        if not args.training_set_kwargs.use_labels:
+        if not info.has_labels:
             raise click.ClickException(f'--cond needs labels, but {data} has no dataset.json labels; drop --cond or add labels.')
         desc += '-cond'
-    else:
-        args.training_set_kwargs.use_labels = False
     if subset is not None:
         if not 1 <= subset <= args.training_set_kwargs.max_size:
             raise click.ClickException(f'--subset must be between 1 and {args.training_set_kwargs.max_size} (the dataset size); got {subset}.')
@@ -238,12 +234,18 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         raise click.ClickException(f'--workers must be 0 or more; got {workers}.')
     return args, desc, cfg
 
-def _open_dataset(training_set_kwargs):
-    """Open the dataset once to learn its name, size, resolution and labels (errors in one sentence)."""
+def _inspect_dataset(training_set_kwargs, flag):
+    """Open the dataset once to learn its name, size, resolution and labels; the dataset's own
+    errors (missing, corrupt, mixed sizes, no labels for --cond) become one sentence after `flag`."""
     try:
-        return dnnlib.util.construct_class_by_name(**training_set_kwargs)
+        training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
+        info = dnnlib.EasyDict(name=training_set.name, size=len(training_set), resolution=training_set.resolution,
+                               has_labels=training_set.has_labels)
+        if hasattr(training_set, 'close'):
+            training_set.close()
+        return info
     except (OSError, ValueError, RuntimeError) as err:
-        raise click.ClickException(f'--data: {err}')
+        raise click.ClickException(f'{flag}: {err}')
 
 def _setup_augmentation(args, aug, p, target, augpipe):
     """Fill args with the --aug/--p/--target/--augpipe choices; args.aug_desc gets the name part."""
