@@ -391,7 +391,8 @@ def main(path, check, revert, patch_dir):
             click.echo(f'{plan.path:<{width}}  {_LABELS[run][plan.state]}{plan.detail}')
     if failed:
         action = 'reverted' if revert else 'patched'
-        raise CannotApply(f'{", ".join(failed)} cannot be {action} cleanly (see above), so nothing was written; '
+        outcome = '' if check else ', so nothing was written'
+        raise CannotApply(f'{", ".join(failed)} cannot be {action} cleanly (see above){outcome}; '
                           f'restore {"them" if len(failed) > 1 else "it"} from upstream or port the hunk by hand, then run mspe-patch again.')
     if check:
         return
