@@ -29,17 +29,17 @@ from training import training_loop
 
 #----------------------------------------------------------------------------
 # Presets: reference process count, length, minibatch, minibatch-std group, channel multiplier
-# (channel_base = fmaps * 32768), channel cap, z/w width, learning rate, R1 gamma, EMA half-life
+# (channel_base = fmaps * 32768), channel cap, learning rate, R1 gamma, EMA half-life
 # (kimg), EMA ramp-up, mapping depth, fp16. -1 = chosen from the resolution like upstream's auto.
 
 CFG_SPECS = {
-    'auto':      dict(ref_gpus=-1, kimg=25000,  mb=-1, mbstd=-1, fmaps=-1,   cmax=512, zw=512, lrate=-1,     gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=True),
-    'stylegan2': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, zw=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=8, fp16=True),
-    'paper256':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=0.5,  cmax=512, zw=512, lrate=0.0025, gamma=1,    ema=20,  ramp=None, map=8, fp16=True),
-    'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=1,    cmax=512, zw=512, lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8, fp16=True),
-    'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, zw=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, fp16=True),
-    'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, fmaps=1,    cmax=512, zw=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, fp16=True),
-    'cpu':       dict(ref_gpus=1,  kimg=1000,   mb=32, mbstd=4,  fmaps=1/16, cmax=128, zw=128, lrate=0.0025, gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=False),
+    'auto':      dict(ref_gpus=-1, kimg=25000,  mb=-1, mbstd=-1, fmaps=-1,   cmax=512, lrate=-1,     gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=True),
+    'stylegan2': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=8, fp16=True),
+    'paper256':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=0.5,  cmax=512, lrate=0.0025, gamma=1,    ema=20,  ramp=None, map=8, fp16=True),
+    'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=1,    cmax=512, lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8, fp16=True),
+    'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, fp16=True),
+    'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, fmaps=1,    cmax=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, fp16=True),
+    'cpu':       dict(ref_gpus=1,  kimg=1000,   mb=32, mbstd=4,  fmaps=1/16, cmax=128, lrate=0.0025, gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=False),
 }
 
 RESUME_SPECS = {    # upstream's published transfer-learning sources
@@ -157,7 +157,7 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     if cfg == 'cpu':
         spec.mb = max(spec.mb, gpus)
 
-    args.G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=spec.zw, w_dim=spec.zw,
+    args.G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=512, w_dim=512,
         mapping_kwargs=dnnlib.EasyDict(), synthesis_kwargs=dnnlib.EasyDict())
     args.D_kwargs = dnnlib.EasyDict(class_name='training.networks.Discriminator', block_kwargs=dnnlib.EasyDict(),
         mapping_kwargs=dnnlib.EasyDict(), epilogue_kwargs=dnnlib.EasyDict())

@@ -264,7 +264,7 @@ def training_loop(
         augment_pipe.p.copy_(torch.as_tensor(float(progress['augment_p'])))
         if ada_target is not None:
             from training.augment import AdaptiveP
-            ada = AdaptiveP(target=ada_target, interval=ada_interval, kimg=ada_kimg, batch_size=batch_size)
+            ada = AdaptiveP(target=ada_target, interval=ada_interval, kimg=ada_kimg, batch_size=batch_size, p=float(progress['augment_p']))
             ada_stats = training_stats.Collector(regex='Loss/signs/real')
 
     # Every process starts from rank 0's weights.
@@ -385,7 +385,7 @@ def training_loop(
             # ADA: move p towards the overfitting target.
             if ada is not None and batch_idx % ada_interval == 0:
                 ada_stats.update()
-                augment_pipe.p.copy_(torch.as_tensor(ada.update(ada_stats['Loss/signs/real'])))
+                augment_pipe.p.copy_(torch.as_tensor(ada.update(ada_stats.mean('Loss/signs/real'))))
 
             if inject_nan_nimg is not None and cur_nimg >= inject_nan_nimg:
                 with torch.no_grad():
