@@ -1,0 +1,499 @@
+"""Project an image into the latent space of a pretrained generator.
+
+    python projector.py --outdir=out --target=target.png --network=network-snapshot.pkl
+
+Upstream StyleGAN2-ADA's projector (same flags, same optimisation: start at w_avg, Adam with a
+learning-rate ramp, a decaying noise on w, optimised per-layer noise maps with a regulariser), on
+CPU or GPU and for targets of any size. Additions:
+  --w-plus           optimise one w per layer (W+) instead of one broadcast w (W);
+  --loss             'lpips' (VGG16 features, the file upstream downloads), 'pixel' (pixel MSE plus
+                     the MSE of a downsampled pyramid: needs nothing from the network), or 'auto':
+                     LPIPS when its weights can be had, else 'pixel' with a one-line notice;
+  --shift --zoom --size --wrap --extent
+                     project onto that canvas (MS-PE / SS-PE / canvas-capable generators);
+  --fit-canvas       also optimise the canvas origin jointly with w (after a coarse search over
+                     a grid of origins): unaligned targets need no alignment first;
+  --fit-zoom         with --fit-canvas, also optimise the zoom.
+The target is centre-cropped to the canvas' aspect ratio and resized to the canvas' size (the
+training resolution when no canvas flag is given). Writes target.png, proj.png,
+projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas) and proj.mp4.
+"""
+
+import copy
+import dataclasses
+import math
+import os
+import sys
+import threading
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+
+import dnnlib
+import legacy
+
+VGG16_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
+
+#----------------------------------------------------------------------------
+# Plugin hook (as train.py): canvas flags exist when mspe_plugin is importable.
+
+def load_plugin():
+    """The MS-PE registration module, or None when mspe_plugin is not importable."""
+    try:
+        from mspe_plugin import register
+    except ImportError:
+        return None
+    return register
+
+PLUGIN = load_plugin()
+
+def canvas_flags(fn):
+    """Add the plugin's canvas flags (--shift --zoom --size --wrap --extent) when it is installed."""
+    return PLUGIN.canvas_options(fn) if PLUGIN is not None else fn
+
+#----------------------------------------------------------------------------
+# Losses. Both take images [1, C, H, W] in [-1, 1] and return a scalar distance to the target.
+
+class PyramidLoss:
+    """Pixel MSE plus the MSE of every level of an average-pooled pyramid (down to `min_size`):
+    coarse levels give smooth gradients for large misalignments, level 0 keeps the detail."""
+    name = 'pixel + multi-scale MSE'
+
+    def __init__(self, target, min_size=4):
+        self.min_size = min_size
+        self.targets = self.pyramid(target)
+
+    def pyramid(self, img):
+        levels = [img]
+        while min(img.shape[2:]) >= 2 * self.min_size:
+            img = F.adaptive_avg_pool2d(img, (img.shape[2] // 2, img.shape[3] // 2))
+            levels.append(img)
+        return levels
+
+    def __call__(self, img):
+        return sum(F.mse_loss(a, b) for a, b in zip(self.pyramid(img), self.targets))
+
+class LPIPSLoss:
+    """LPIPS distance with the TorchScript VGG16 that upstream's projector uses."""
+    name = 'LPIPS-VGG16'
+
+    def __init__(self, vgg16, target):
+        self.vgg16 = vgg16
+        self.target_features = self.features(target)
+
+    def features(self, img):
+        img = (img + 1) * 127.5                           # the detector takes [0, 255]
+        if img.shape[1] == 1:
+            img = img.repeat([1, 3, 1, 1])
+        if img.shape[2] > 256:                            # as upstream: compare at <= 256 px
+            img = F.interpolate(img, size=(256, max(round(256 * img.shape[3] / img.shape[2]), 1)), mode='area')
+        return self.vgg16(img, resize_images=False, return_lpips=True)
+
+    def __call__(self, img):
+        return (self.features(img) - self.target_features).square().sum()
+
+def load_vgg16(url, device, timeout=20):
+    """The TorchScript VGG16 from `url` (or a local path) through dnnlib's download cache.
+
+    :return: (module, None) or (None, reason). Gives up after `timeout` seconds, so an offline
+        machine falls back quickly instead of retrying a download.
+    """
+    result = {}
+    def fetch():
+        try:
+            with dnnlib.util.open_url(url, num_attempts=1, verbose=False) as f:
+                result['module'] = torch.jit.load(f, map_location='cpu').eval()
+        except BaseException as err:    # any failure means "not available": the caller falls back
+            result['reason'] = f'{type(err).__name__}: {err}'.strip().splitlines()[0][:160]
+    thread = threading.Thread(target=fetch, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if 'module' in result:
+        return result['module'].to(device), None
+    return None, result.get('reason', f'no answer within {timeout} s')
+
+def make_loss(kind, target, device, vgg16_url=VGG16_URL, log=print):
+    """The distance to `target` [1, C, H, W] in [-1, 1]: 'lpips', 'pixel', or 'auto' (LPIPS if the
+    VGG16 weights load, else 'pixel' with a one-line notice)."""
+    if kind not in ('auto', 'lpips', 'pixel'):
+        raise ValueError(f'Unknown loss {kind!r}: choose auto, lpips or pixel.')
+    if kind != 'pixel':
+        vgg16, reason = load_vgg16(vgg16_url, device)
+        if vgg16 is not None:
+            return LPIPSLoss(vgg16, target)
+        if kind == 'lpips':
+            raise click.ClickException(f'The LPIPS weights could not be loaded from {vgg16_url} ({reason}); '
+                                       f'pass --vgg16 PATH to a local vgg16.pt, or use --loss=pixel.')
+        log(f'LPIPS unavailable ({reason}); using the offline loss: {PyramidLoss.name}.')
+    return PyramidLoss(target)
+
+#----------------------------------------------------------------------------
+# A canvas whose origin (and zoom) are tensors, so the image is differentiable in them.
+
+def _sinusoids(coords, num_channels, base):
+    """[num_channels, n]: channel 2k = sin(c f_k), 2k+1 = cos(c f_k), f_k = base^(-2k / num_channels)."""
+    k = torch.arange(num_channels // 2, dtype=torch.float64, device=coords.device)
+    angles = torch.exp(-2 * k * math.log(base) / num_channels)[:, None] * coords[None, :]
+    return torch.stack([angles.sin(), angles.cos()], dim=1).reshape(num_channels, -1)
+
+def differentiable_encoding(ys, xs, channels, base=10000.0):
+    """mspe_plugin.encoding.sinusoidal_encoding, differentiable in the coordinates ys [h], xs [w]
+    (float64): [channels, h, w], x (width) in the first half, y in the second."""
+    half = channels // 2
+    enc_x = _sinusoids(xs, half, base)[:, None, :].expand(-1, len(ys), -1)
+    enc_y = _sinusoids(ys, half, base)[:, :, None].expand(-1, -1, len(xs))
+    return torch.cat([enc_x, enc_y]).to(torch.float32)
+
+class FittedCanvas:
+    """The canvas protocol of mspe_plugin.networks (is_default, output_size, render_size, grid,
+    encoding) with a learnable `origin` (float64 [2], training pixels) and `log_zoom` (float64 []).
+    The output size stays fixed; coordinates follow mspe_plugin.encoding.Canvas.coords."""
+    def __init__(self, canvas, img_resolution, origin, log_zoom):
+        self.fixed = type(canvas)(origin=canvas.origin, size=canvas.output_size(img_resolution), zoom=canvas.zoom, wrap=canvas.wrap)
+        self.origin = origin
+        self.log_zoom = log_zoom
+
+    def is_default(self, img_resolution):
+        return False                                    # always render through the tensors
+
+    def output_size(self, img_resolution):
+        return self.fixed.output_size(img_resolution)
+
+    def render_size(self, img_resolution, res):
+        return self.fixed.render_size(img_resolution, res)
+
+    def coords(self, n, axis, stride, train_extent):
+        c = self.origin[axis] / stride + torch.arange(n, dtype=torch.float64, device=self.origin.device) / self.log_zoom.exp()
+        return torch.remainder(c, train_extent / stride) if self.fixed.wrap else c
+
+    def grid(self, res, img_resolution):
+        height, width = self.render_size(img_resolution, res)
+        stride = img_resolution / res
+        return (self.coords(height, 0, stride, img_resolution), self.coords(width, 1, stride, img_resolution))
+
+    def encoding(self, res, img_resolution, channels, base=10000.0, device=None):
+        return differentiable_encoding(*self.grid(res, img_resolution), channels, base).to(device)
+
+    def frozen(self):
+        """The current state as a plain Canvas."""
+        origin = tuple(float(v) for v in self.origin.detach().cpu())
+        return type(self.fixed)(origin=origin, size=self.fixed.size, zoom=float(self.log_zoom.detach().exp()), wrap=self.fixed.wrap)
+
+#----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Projection:
+    """What project() found: ws after every step, the canvas after every step, the losses."""
+    ws: torch.Tensor        # [num_steps, num_ws, w_dim] (W space: the same w in every row).
+    canvases: list          # Canvas after every step (None everywhere without a canvas).
+    losses: list            # Loss after every step (floats).
+    loss_name: str          # Which distance was minimised.
+
+def _moved(canvas, img_resolution, origin, zoom):
+    """`canvas` with another origin and zoom, keeping its output size."""
+    return type(canvas)(origin=tuple(float(v) for v in origin), size=canvas.output_size(img_resolution), zoom=float(zoom), wrap=canvas.wrap)
+
+def _render(G, ws, canvas, noise_mode='const'):
+    return G.synthesis(ws, noise_mode=noise_mode, **({} if canvas is None else {'canvas': canvas}))
+
+def _noise_regularization(noise_bufs):
+    """Squared autocorrelation (one-pixel lag, both axes) of every noise map at every octave."""
+    reg = 0.0
+    for buf in noise_bufs:
+        noise = buf[None, None]
+        while True:
+            reg = reg + (noise * torch.roll(noise, shifts=1, dims=3)).mean() ** 2
+            reg = reg + (noise * torch.roll(noise, shifts=1, dims=2)).mean() ** 2
+            if min(noise.shape[2:]) <= 8:
+                break
+            noise = F.avg_pool2d(noise, kernel_size=2)
+    return reg
+
+def _search_origins(G, loss_fn, w_avg, canvas, radius, step, zooms, top):
+    """Coarse search: the `top` (origin, zoom) candidates on a grid around canvas.origin whose
+    w_avg image is closest to the target (the loss is multimodal in the origin)."""
+    offsets = np.arange(-radius, radius + 1e-9, step)
+    scored = []
+    with torch.no_grad():
+        for zoom in zooms:
+            for dy in offsets:
+                for dx in offsets:
+                    origin = (canvas.origin[0] + float(dy), canvas.origin[1] + float(dx))
+                    cand = _moved(canvas, G.img_resolution, origin, zoom)
+                    scored.append((float(loss_fn(_render(G, w_avg, cand))), origin, float(zoom)))
+    scored.sort(key=lambda s: s[0])
+    return [(origin, zoom) for _, origin, zoom in scored[:top]]
+
+def project(
+    G,                                  # Generator (G_ema), any StyleGAN2-ADA or mspe_plugin generator.
+    target,                             # Target [C, H, W], values in [0, 255], H x W = the canvas' output size.
+    *,
+    num_steps               = 1000,     # Optimisation steps.
+    w_avg_samples           = 10000,    # Samples of z for w_avg and w_std.
+    initial_learning_rate   = 0.1,      # Peak learning rate of w (and noise).
+    initial_noise_factor    = 0.05,     # Noise added to w at the start, times w_std.
+    lr_rampdown_length      = 0.25,     # Fraction of the steps with a cosine ramp-down at the end.
+    lr_rampup_length        = 0.05,     # Fraction of the steps with a linear ramp-up at the start.
+    noise_ramp_length       = 0.75,     # Fraction of the steps over which the w noise decays to 0.
+    regularize_noise_weight = 1e5,      # Weight of the noise-map regulariser.
+    w_plus                  = False,    # Optimise one w per layer (W+) instead of one w (W)?
+    canvas                  = None,     # mspe_plugin.encoding.Canvas to project onto, None = training grid.
+    fit_canvas              = False,    # Also optimise the canvas origin?
+    fit_zoom                = False,    # Also optimise the canvas zoom (with fit_canvas)?
+    origin_learning_rate    = 0.5,      # Peak learning rate of the origin (training pixels per step).
+    zoom_learning_rate      = 0.02,     # Peak learning rate of log(zoom).
+    search_radius           = None,     # Coarse origin search: +- this many training pixels (None = R/2).
+    search_step             = None,     # Coarse origin search: grid step (None = R/8).
+    search_top              = 3,        # Candidates refined briefly before the full run.
+    loss                    = 'auto',   # 'auto', 'lpips' or 'pixel' (see make_loss), or a callable.
+    vgg16_url               = VGG16_URL,# TorchScript VGG16 for LPIPS (URL or path).
+    seed                    = 303,      # Seed of w_avg sampling and the noise maps.
+    device                  = None,     # torch.device, None = cuda when present, else cpu.
+    log                     = None,     # Progress printer (e.g. print), None = silent.
+):
+    """Find ws (and the canvas) whose image matches `target`. Returns a Projection."""
+    log = log or (lambda *args: None)
+    device = torch.device(device) if device is not None else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    if fit_zoom and not fit_canvas:
+        raise ValueError('fit_zoom needs fit_canvas.')
+    G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
+    R = G.img_resolution
+    if fit_canvas and canvas is None:
+        from mspe_plugin.encoding import Canvas
+        canvas = Canvas()
+    out_size = canvas.output_size(R) if canvas is not None else (R, R)
+    if tuple(target.shape) != (G.img_channels, *out_size):
+        raise ValueError(f'target has shape {tuple(target.shape)}; expected {(G.img_channels, *out_size)}.')
+    target_images = target.to(device, torch.float32).unsqueeze(0) / 127.5 - 1
+    loss_fn = loss if callable(loss) else make_loss(loss, target_images, device, vgg16_url, log=log)
+
+    # W statistics.
+    rnd = np.random.RandomState(seed)
+    z = torch.from_numpy(rnd.randn(w_avg_samples, G.z_dim)).to(device, torch.float32)
+    c = torch.zeros([w_avg_samples, G.c_dim], device=device)
+    with torch.no_grad():
+        w_samples = torch.cat([G.mapping(z[i:i + 1000], c[i:i + 1000])[:, :1, :] for i in range(0, w_avg_samples, 1000)])
+    w_avg = w_samples.mean(dim=0, keepdim=True)                                   # [1, 1, C]
+    w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
+    num_ws = G.num_ws
+    noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
+
+    def run(steps, origin0, zoom0, record):
+        """One Adam run from w_avg at (origin0, zoom0); returns (w, fitted canvas, losses, ws per step, canvases)."""
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for buf in noise_bufs:
+                buf.copy_(torch.randn(buf.shape, generator=gen).to(device))
+                buf.requires_grad = True
+        w_opt = w_avg.repeat([1, num_ws if w_plus else 1, 1]).clone().requires_grad_(True)
+        groups = [dict(params=[w_opt] + noise_bufs, base_lr=initial_learning_rate)]
+        cv = None
+        if canvas is not None:
+            origin = torch.tensor(origin0, dtype=torch.float64, requires_grad=fit_canvas)
+            log_zoom = torch.tensor(math.log(zoom0), dtype=torch.float64, requires_grad=fit_zoom)
+            cv = FittedCanvas(canvas, R, origin, log_zoom) if fit_canvas else _moved(canvas, R, origin0, zoom0)
+            if fit_canvas:
+                groups.append(dict(params=[origin], base_lr=origin_learning_rate))
+            if fit_zoom:
+                groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate))
+        optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=initial_learning_rate)
+        losses, ws_steps, canvases = [], [], []
+        for step in range(steps):
+            t = step / steps
+            w_noise_scale = w_std * initial_noise_factor * max(0.0, 1.0 - t / noise_ramp_length) ** 2
+            lr_ramp = min(1.0, (1.0 - t) / lr_rampdown_length)
+            lr_ramp = (0.5 - 0.5 * math.cos(lr_ramp * math.pi)) * min(1.0, t / lr_rampup_length)
+            for group in optimizer.param_groups:
+                group['lr'] = group['base_lr'] * lr_ramp
+            ws = (w_opt + torch.randn_like(w_opt) * w_noise_scale).expand([1, num_ws, -1])
+            dist = loss_fn(_render(G, ws, cv))
+            total = dist + regularize_noise_weight * _noise_regularization(noise_bufs)
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            optimizer.step()
+            with torch.no_grad():                          # keep the noise maps N(0, 1)
+                for buf in noise_bufs:
+                    buf -= buf.mean()
+                    buf *= buf.square().mean().rsqrt()
+            losses.append(float(dist.detach()))
+            if record:
+                ws_steps.append(w_opt.detach().expand([1, num_ws, -1])[0].cpu().clone())
+                canvases.append(cv.frozen() if fit_canvas else cv)
+                if step % max(num_steps // 20, 1) == 0 or step == steps - 1:
+                    where = f' origin {tuple(round(v, 2) for v in cv.frozen().origin)} zoom {cv.frozen().zoom:.3f}' if fit_canvas else ''
+                    log(f'step {step + 1:>4d}/{steps}: dist {losses[-1]:<6.4f} loss {float(total.detach()):<6.4f}{where}')
+        return losses, ws_steps, canvases
+
+    origin0, zoom0 = (tuple(canvas.origin), float(canvas.zoom)) if canvas is not None else ((0.0, 0.0), 1.0)
+    if fit_canvas:
+        radius = search_radius if search_radius is not None else R / 2
+        step = search_step if search_step is not None else R / 8
+        zooms = [zoom0 / 2, zoom0, zoom0 * 2] if fit_zoom else [zoom0]
+        candidates = _search_origins(G, loss_fn, w_avg.expand([1, num_ws, -1]), canvas, radius, step, zooms, search_top)
+        if len(candidates) > 1:
+            short = max(num_steps // 10, 20)
+            finals = [run(short, o, z, record=False)[0][-1] for o, z in candidates]
+            origin0, zoom0 = candidates[int(np.argmin(finals))]
+        else:
+            origin0, zoom0 = candidates[0]
+        log(f'coarse search: starting at origin {origin0}, zoom {zoom0:g}')
+    losses, ws_steps, canvases = run(num_steps, origin0, zoom0, record=True)
+    return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
+
+#----------------------------------------------------------------------------
+# Command line.
+
+def load_target(path, size, channels):
+    """The image at `path`, centre-cropped to the aspect of `size` (H, W) and resized to it, as a
+    uint8 array [H, W, channels]. A missing or unreadable file raises click.ClickException."""
+    if not os.path.isfile(path):
+        raise click.ClickException(f'--target {path} does not exist; pass the path of an image file.')
+    try:
+        img = PIL.Image.open(path)
+        img.load()
+    except (PIL.UnidentifiedImageError, OSError, ValueError):
+        raise click.ClickException(f'--target {path} is not an image that Pillow can read; pass a PNG or JPEG file.')
+    if channels not in (1, 3):
+        raise click.ClickException(f'The network draws {channels}-channel images; the projector handles 1 (grey) or 3 (RGB).')
+    img = img.convert('RGB' if channels == 3 else 'L')
+    height, width = size
+    w, h = img.size
+    if w * height > h * width:              # too wide: crop the sides
+        crop = max(round(h * width / height), 1)
+        box = ((w - crop) // 2, 0, (w - crop) // 2 + crop, h)
+    else:                                   # too tall: crop top and bottom
+        crop = max(round(w * height / width), 1)
+        box = (0, (h - crop) // 2, w, (h - crop) // 2 + crop)
+    img = img.crop(box).resize((width, height), PIL.Image.LANCZOS)
+    return np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
+
+def to_uint8(img):
+    """[N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""
+    return (img.detach() * 127.5 + 128).clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+def save_image(array, path):
+    """Save uint8 [H, W, C] (C = 1 or 3) as a PNG."""
+    PIL.Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, 'L' if array.shape[2] == 1 else 'RGB').save(path)
+
+def parse_device(text):
+    """'auto' -> cuda when present else cpu; otherwise a torch device name."""
+    if text == 'auto':
+        return torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise click.BadParameter(f'{text!r} is not a device; use auto, cpu, cuda or cuda:N.', param_hint='--device')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu (or auto).', param_hint='--device')
+    return device
+
+def video_writer_available():
+    """Whether imageio with its ffmpeg backend is installed (needed for --save-video)."""
+    try:
+        import imageio          # noqa: F401
+        import imageio_ffmpeg   # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+def load_generator(network_pkl, device):
+    """G_ema of a snapshot pickle (path or URL); a failure ends in one sentence."""
+    if '://' not in network_pkl and not os.path.isfile(network_pkl):
+        raise click.ClickException(f'--network {network_pkl} does not exist; pass a network-snapshot-*.pkl file.')
+    try:
+        with dnnlib.util.open_url(network_pkl) as f:
+            G = legacy.load_network_pkl(f)['G_ema']
+    except Exception as err:
+        raise click.ClickException(f'Could not load a generator from {network_pkl} ({type(err).__name__}: {err}); '
+                                   f'pass a StyleGAN2-ADA network pickle.')
+    return G.eval().requires_grad_(False).to(device)
+
+@click.command()
+@click.option('--network', 'network_pkl', help='Network pickle filename', required=True)
+@click.option('--target', 'target_fname', help='Target image file to project to', required=True, metavar='FILE')
+@click.option('--num-steps', help='Number of optimization steps', type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option('--seed', help='Random seed', type=int, default=303, show_default=True)
+@click.option('--save-video', help='Save an mp4 video of optimization progress', type=bool, default=True, show_default=True)
+@click.option('--outdir', help='Where to save the output images', required=True, metavar='DIR')
+@click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
+@click.option('--w-plus', help='Optimise one w per layer (W+) instead of one broadcast w (W)', is_flag=True)
+@click.option('--loss', 'loss_kind', help='Distance: LPIPS, pixel + multi-scale MSE, or auto (LPIPS when its weights load)',
+              type=click.Choice(['auto', 'lpips', 'pixel']), default='auto', show_default=True)
+@click.option('--vgg16', 'vgg16_url', help='URL or local path of the TorchScript VGG16 for LPIPS', default=VGG16_URL, metavar='URL')
+@click.option('--fit-canvas', help='Also optimise the canvas origin (after a coarse search)', is_flag=True)
+@click.option('--fit-zoom', help='With --fit-canvas: also optimise the zoom', is_flag=True)
+@canvas_flags
+def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdir, device_name, w_plus,
+                   loss_kind, vgg16_url, fit_canvas, fit_zoom, **canvas_kwargs):
+    """Project given image to the latent space of pretrained network pickle.
+
+    Example:
+
+    \b
+    python projector.py --outdir=out --target=~/mytargetimg.png \\
+        --network=https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/ffhq.pkl
+
+    On an MS-PE network, an unaligned target: add --fit-canvas (and --fit-zoom).
+    """
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    device = parse_device(device_name)
+    if fit_zoom and not fit_canvas:
+        raise click.BadParameter('--fit-zoom works together with --fit-canvas; add --fit-canvas.', param_hint='--fit-zoom')
+    if fit_canvas and PLUGIN is None:
+        raise click.ClickException('--fit-canvas needs the mspe plugin: pip install -e ' + os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    canvas = PLUGIN.canvas_from_options(**canvas_kwargs) if PLUGIN is not None else None
+    if not os.path.isfile(target_fname):
+        raise click.ClickException(f'--target {target_fname} does not exist; pass the path of an image file.')
+
+    G = load_generator(network_pkl, device)
+    if fit_canvas and canvas is None:
+        from mspe_plugin.encoding import Canvas
+        canvas = Canvas()
+    if PLUGIN is not None:
+        PLUGIN.check_canvas_support(G, canvas)
+    size = canvas.output_size(G.img_resolution) if canvas is not None else (G.img_resolution, G.img_resolution)
+    target_uint8 = load_target(target_fname, size, G.img_channels)
+    if save_video and not video_writer_available():
+        print('No video: --save-video needs imageio and imageio-ffmpeg (pip install imageio imageio-ffmpeg).')
+        save_video = False
+
+    print(f'Projecting {target_fname} ({size[0]}x{size[1]}) on {device.type} in {"W+" if w_plus else "W"} space...')
+    projection = project(G, torch.tensor(target_uint8.transpose(2, 0, 1), device=device), num_steps=num_steps,
+                         w_plus=w_plus, canvas=canvas, fit_canvas=fit_canvas, fit_zoom=fit_zoom, loss=loss_kind,
+                         vgg16_url=vgg16_url, seed=seed, device=device, log=print)
+    print(f'Loss: {projection.loss_name}; final distance {projection.losses[-1]:.4f}.')
+
+    # Everything below writes outputs: only reached after a successful projection.
+    os.makedirs(outdir, exist_ok=True)
+    projected_w, final_canvas = projection.ws[-1], projection.canvases[-1]
+    with torch.no_grad():
+        synth = to_uint8(_render(G, projected_w.unsqueeze(0).to(device), final_canvas))[0]
+    if save_video:
+        import imageio
+        video = imageio.get_writer(f'{outdir}/proj.mp4', mode='I', fps=10, codec='libx264', bitrate='16M')
+        print(f'Saving optimization progress video "{outdir}/proj.mp4"')
+        with torch.no_grad():
+            for ws, cv in zip(projection.ws, projection.canvases):
+                frame = to_uint8(_render(G, ws.unsqueeze(0).to(device), cv))[0]
+                video.append_data(np.concatenate([target_uint8, frame], axis=1).repeat(3 // frame.shape[2], axis=2))
+        video.close()
+    save_image(target_uint8, f'{outdir}/target.png')
+    save_image(synth, f'{outdir}/proj.png')
+    extra = {}
+    if final_canvas is not None:
+        extra = dict(canvas_origin=np.array(final_canvas.origin, dtype=np.float64), canvas_size=np.array(size, dtype=np.int64),
+                     canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap))
+        print(f'Canvas: origin {tuple(round(v, 3) for v in final_canvas.origin)}, zoom {final_canvas.zoom:.4f}, size {size[0]}x{size[1]}')
+    np.savez(f'{outdir}/projected_w.npz', w=projected_w.unsqueeze(0).cpu().numpy(), **extra)
+    print(f'Wrote {outdir}/target.png, proj.png, projected_w.npz' + (', proj.mp4' if save_video else ''))
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    run_projection()  # pylint: disable=no-value-for-parameter
