@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+import dnnlib
+from torch_utils import persistence
 from torch_utils.ops import upfirdn2d
 from training import augment
 from training.augment import AUGPIPE_SPECS, AdaptiveP, AugmentPipe, affine_resample
@@ -251,7 +253,10 @@ def test_debug_percentile_gives_deterministic_output():
 
 
 def test_pipeline_pickles_with_its_p():
-    pipe = _pipe(0.37, **AUGPIPE_SPECS['bgc'])
+    # Built the way train.py builds it; snapshots pickle it with its source (persistent class).
+    pipe = dnnlib.util.construct_class_by_name(class_name='training.augment.AugmentPipe', **AUGPIPE_SPECS['bgc'])
+    pipe.p.copy_(torch.as_tensor(0.37))
+    assert persistence.is_persistent(pipe)
     clone = pickle.load(io.BytesIO(pickle.dumps(pipe)))
     assert float(clone.p) == pytest.approx(0.37)
     x = _images(n=2)
