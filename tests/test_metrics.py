@@ -97,6 +97,14 @@ def files(tmp_path_factory):
         torch.jit.script(TinyDetector()).save(str(detector))
     return dnnlib.EasyDict(images=images, data=str(data), detector=str(detector), root=root)
 
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is fastest, and kind to a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path, monkeypatch):
     """Every test gets its own dnnlib cache dir and an empty in-process detector cache."""
@@ -327,7 +335,7 @@ def test_real_inception_gives_2048_features():
 # calc_metrics.py.
 
 def run_calc_metrics(args, cache_dir):
-    env = dict(os.environ, DNNLIB_CACHE_DIR=str(cache_dir))
+    env = dict(os.environ, DNNLIB_CACHE_DIR=str(cache_dir), OMP_NUM_THREADS='1')
     return subprocess.run([sys.executable, CALC_METRICS, *args], capture_output=True, text=True, env=env, timeout=300)
 
 def one_sentence_error(proc):

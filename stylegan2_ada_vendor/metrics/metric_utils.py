@@ -301,7 +301,8 @@ def compute_feature_stats_for_generator(opts, detector_url, detector_kwargs, rel
     G's output [N, C, H, W] in [-1, 1] is quantised to uint8 like a saved image.
     :return: FeatureStats (identical on every rank)."""
     if batch_gen is None:
-        batch_gen = min(batch_size, 4)
+        # Small generator batches bound GPU memory; on CPU, whole batches amortise per-call overhead.
+        batch_gen = min(batch_size, 4) if opts.device.type == 'cuda' else batch_size
     assert batch_size % batch_gen == 0
 
     G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
