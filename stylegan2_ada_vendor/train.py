@@ -350,11 +350,15 @@ def setup_resume_run(run_dir, kimg):
             raise click.ClickException(f'--resume-run: {run_dir} already reached {resumed_kimg:g} kimg of --kimg={args.total_kimg:g}; pass a larger --kimg to train further.')
         args.resume_pkl = snapshot
         args.resume_progress = True
-    for name in os.listdir(run_dir):    # temporary files of snapshots interrupted mid-write
+    return args, snapshot, resumed_kimg
+
+def clean_run_dir(run_dir, resumed_kimg):
+    """Before continuing: remove temporary files of snapshots interrupted mid-write and the
+    stats.jsonl lines of ticks that will be redone. :return: number of stats lines dropped."""
+    for name in os.listdir(run_dir):
         if re.match(r'^.*\.pkl\.tmp\d*$', name):
             os.remove(os.path.join(run_dir, name))
-    dropped = trim_stats(os.path.join(run_dir, 'stats.jsonl'), resumed_kimg)
-    return args, snapshot, resumed_kimg, dropped
+    return trim_stats(os.path.join(run_dir, 'stats.jsonl'), resumed_kimg)
 
 #----------------------------------------------------------------------------
 # Processes.
@@ -482,11 +486,11 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         if extra:
             raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg and --workers may change).')
         run_dir = find_run_dir(resume_run, outdir)
-        args, snapshot, resumed_kimg, dropped = setup_resume_run(run_dir, config_kwargs['kimg'])
+        args, snapshot, resumed_kimg = setup_resume_run(run_dir, config_kwargs['kimg'])
         if config_kwargs['workers'] is not None:
             args.data_loader_kwargs.num_workers = config_kwargs['workers']
         note = f'Continuing {run_dir} from {os.path.basename(snapshot)} at kimg {resumed_kimg:g}' if snapshot else f'Restarting {run_dir} from scratch (it has no snapshot yet)'
-        note += f' up to kimg {args.total_kimg:g}' + (f'; dropped {dropped} stats.jsonl line(s) past that point.' if dropped else '.')
+        note += f' up to kimg {args.total_kimg:g}'
     else:
         config_kwargs = {name: value for name, value in config_kwargs.items() if value is not None}
         defaults = dict(gpus=1, snap=50, seed=0, cond=False, mirror=False, cfg='auto', fp32=False, nhwc=False,
@@ -503,7 +507,6 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)
             desc += plugin.run_desc_suffix(pe, pe_resize)
         args.run_dir = None
-        note = None
 
     print()
     print('Training options:')
@@ -527,7 +530,9 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
             json.dump(args, f, indent=2)
     print('Launching processes...')
-    if note is not None:
+    if resume_run is not None:
+        dropped = clean_run_dir(args.run_dir, resumed_kimg)
+        note += f'; dropped {dropped} stats.jsonl line(s) past that point.' if dropped else '.'
         with open(os.path.join(args.run_dir, 'log.txt'), 'a') as f:
             f.write(note + '\n')
         print(note)

@@ -293,3 +293,13 @@ def test_resume_run_refuses_flags_that_would_change_the_run(train_module, digits
     assert 'drop --gamma' in assert_one_sentence_error(result.output)
     result = invoke(train_module, [f'--resume-run={tmp_path / "nothing"}'])
     assert 'is not a run folder' in assert_one_sentence_error(result.output)
+
+def test_resume_run_latest_picks_the_highest_numbered_run(train_module, tmp_path):
+    options = dict(num_gpus=1, total_kimg=1, training_set_kwargs=dict(path='data.zip', max_size=8, resolution=16, use_labels=False, xflip=False),
+                   data_loader_kwargs=dict(num_workers=0))
+    for name in ['00000-old', '00002-new', '00001-middle']:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'training_options.json').write_text(json.dumps(options))
+    result = invoke(train_module, [f'--outdir={tmp_path}', '--resume-run=latest', '--dry-run'])
+    assert result.exit_code == 0, result.output
+    assert f'Output directory:   {tmp_path / "00002-new"}' in result.output
