@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import threading
+import warnings
 
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
 
@@ -106,10 +107,11 @@ def load_vgg16(url, device, timeout=20):
     result = {}
     def fetch():
         try:
-            with dnnlib.util.open_url(url, num_attempts=1, verbose=False) as f:
+            with dnnlib.util.open_url(url, num_attempts=1, verbose=False) as f, warnings.catch_warnings():
+                warnings.simplefilter('ignore', DeprecationWarning)     # TorchScript is the file's format
                 result['module'] = torch.jit.load(f, map_location='cpu').eval()
         except BaseException as err:    # any failure means "not available": the caller falls back
-            result['reason'] = f'{type(err).__name__}: {err}'.strip().splitlines()[0][:160]
+            result['reason'] = (f'{type(err).__name__}: {err}'.strip().splitlines() or [''])[0][:400]
     thread = threading.Thread(target=fetch, daemon=True)
     thread.start()
     thread.join(timeout)
@@ -284,7 +286,8 @@ def project(
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
 
     def run(steps, origin0, zoom0, record):
-        """One Adam run from w_avg at (origin0, zoom0); returns (w, fitted canvas, losses, ws per step, canvases)."""
+        """One Adam run from w_avg at (origin0, zoom0) -> (losses, ws per step, canvas per step); the
+        last two only when `record`."""
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for buf in noise_bufs:

@@ -217,3 +217,23 @@ def test_cli_refuses_canvas_flags_for_plain_generator(network_files, tmp_path):
 def test_cli_refuses_missing_network(tmp_path, network_files):
     result = run_cli('--network', str(tmp_path / 'none.pkl'), '--target', network_files['target'], '--outdir', str(tmp_path / 'o'))
     assert_one_sentence_failure(result, 'does not exist')
+
+class _FeatureNet(torch.nn.Module):
+    """A TorchScript detector with the call convention of upstream's vgg16.pt."""
+    def forward(self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False) -> torch.Tensor:
+        f = torch.nn.functional.avg_pool2d(img / 255, 4).flatten(1)
+        return f / f.square().sum(dim=1, keepdim=True).sqrt()
+
+@pytest.mark.filterwarnings('ignore::DeprecationWarning')
+def test_lpips_loss_uses_a_torchscript_vgg16_from_a_local_path(tmp_path):
+    path = str(tmp_path / 'vgg16.pt')
+    torch.jit.save(torch.jit.script(_FeatureNet()), path)
+    target = torch.rand([1, 1, 16, 16]) * 2 - 1
+    loss = projector.make_loss('lpips', target, 'cpu', vgg16_url=path, log=pytest.fail)
+    assert isinstance(loss, projector.LPIPSLoss)
+    assert float(loss(target)) < 1e-10 < float(loss(-target))
+
+def test_lpips_requested_but_unavailable_is_one_sentence():
+    with pytest.raises(Exception) as info:
+        projector.make_loss('lpips', torch.zeros([1, 3, 8, 8]), 'cpu', vgg16_url='/nonexistent/vgg16.pt')
+    assert 'could not be loaded' in str(info.value) and '--loss=pixel' in str(info.value)
