@@ -187,15 +187,30 @@ def test_ada_p_rises_when_discriminator_overfits(digits_zip, tmp_path):
     assert float(data['augment_pipe'].p) > 0
     assert data['progress']['augment_p'] == pytest.approx(float(data['augment_pipe'].p))
 
-def test_mspe_config_trains_through_the_plugin_hook(digits_zip, tmp_path):
+def test_mspe_config_trains_through_the_plugin_hook_resuming_a_baseline(digits_zip, tmp_path):
     pytest.importorskip('mspe_plugin.register')
-    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.04', '--aug=noaug', '--pe=mspe', '--pe-resize=0.5,2')
+    import pickle
+    from training.networks import Discriminator, Generator
+    # A baseline snapshot of the cpu preset's shapes (16 px): --resume copies every matching tensor.
+    torch.manual_seed(123)
+    G = Generator(z_dim=512, c_dim=0, w_dim=512, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=2048, channel_max=128))
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=2048, channel_max=128)
+    baseline = tmp_path / 'baseline.pkl'
+    with open(baseline, 'wb') as f:
+        pickle.dump(dict(G=G, D=D, G_ema=G, augment_pipe=None, training_set_kwargs={}), f)
+
+    result = run_train(tmp_path / 'runs', f'--data={digits_zip}', *TINY, '--kimg=0.04', '--aug=noaug', '--pe=mspe',
+                       '--pe-resize=0.5,2', f'--resume={baseline}')
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = only_run_dir(tmp_path)
-    assert run_dir.endswith('-mspe-rs0.5-2')
-    G = load_snapshot(snapshots(run_dir)[-1])['G_ema']
-    assert getattr(G.synthesis, 'pe', None) == 'mspe'    # the plugin's generator, not the host's
-    assert_generates(G)
+    run_dir = only_run_dir(tmp_path / 'runs')
+    assert run_dir.endswith('-resumecustom-mspe-rs0.5-2')
+    G_mspe = load_snapshot(snapshots(run_dir)[-1])['G_ema']
+    assert getattr(G_mspe.synthesis, 'pe', None) == 'mspe'    # the plugin's generator, not the host's
+    start = G.mapping.fc0.weight.detach().flatten()
+    after = G_mspe.mapping.fc0.weight.detach().flatten()    # mapping lr is 1/100: it barely moves in 3 steps
+    assert torch.corrcoef(torch.stack([start, after]))[0, 1] > 0.99
+    assert_generates(G_mspe)
 
 #----------------------------------------------------------------------------
 # The loss.
