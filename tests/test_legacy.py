@@ -1,0 +1,256 @@
+"""legacy: snapshot pickles and weights-only files load to the same networks; bad files fail in
+one sentence; a pickle loads where training/networks.py is gone."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import legacy
+
+torch.set_num_threads(1)
+
+HOST = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'stylegan2_ada_vendor')
+
+def tiny_generator(seed=0, c_dim=0):
+    from training.networks import Generator
+    torch.manual_seed(seed)
+    return Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=16, img_channels=3,
+                     mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+
+def tiny_discriminator(seed=1):
+    from training.networks import Discriminator
+    torch.manual_seed(seed)
+    return Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=32)
+
+def tiny_snapshot():
+    G = tiny_generator()
+    with torch.no_grad():       # G_ema != G, so a mix-up would show
+        G_ema = tiny_generator(seed=5).eval().requires_grad_(False)
+    return dict(G=G, D=tiny_discriminator(), G_ema=G_ema, augment_pipe=None,
+                training_set_kwargs=dict(class_name='training.dataset.ImageFolderDataset', path='data.zip', resolution=16),
+                progress=dict(cur_nimg=4000, cur_tick=1))
+
+def render(G, seed=0):
+    z = torch.from_numpy(np.random.RandomState(seed).randn(2, G.z_dim)).float()
+    with torch.no_grad():
+        return G(z, torch.zeros([2, G.c_dim]), truncation_psi=0.7, noise_mode='const')
+
+def write_pickle(obj, path):
+    with open(path, 'wb') as f:
+        pickle.dump(obj, f)
+    return str(path)
+
+def load(path, **kwargs):
+    with open(path, 'rb') as f:
+        return legacy.load_network_pkl(f, **kwargs)
+
+def assert_one_sentence(err, path):
+    message = str(err)
+    assert message.startswith(str(path)) and '\n' not in message and message.endswith('.'), message
+    return message
+
+#----------------------------------------------------------------------------
+
+def test_snapshot_pickle_loads_as_dict(tmp_path):
+    snapshot = tiny_snapshot()
+    data = load(write_pickle(snapshot, tmp_path / 'snap.pkl'))
+    assert set(data) >= {'G', 'D', 'G_ema', 'augment_pipe', 'training_set_kwargs', 'progress'}
+    assert torch.equal(render(data['G_ema']), render(snapshot['G_ema']))
+    assert data['progress'] == dict(cur_nimg=4000, cur_tick=1)
+
+def test_weights_file_round_trip_gives_outputs_identical_to_the_pickle(tmp_path):
+    pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
+    weights = str(tmp_path / 'snap-weights.pt')
+    assert legacy.convert_pkl_to_weights(pkl, weights) == ['D', 'G', 'G_ema']
+    from_pkl, from_weights = load(pkl), load(weights)
+    for key in ('G', 'G_ema'):
+        assert torch.equal(render(from_weights[key]), render(from_pkl[key]))
+        assert type(from_weights[key]).__name__ == 'Generator'
+        assert from_weights[key].init_kwargs == from_pkl[key].init_kwargs
+    img = torch.randn(2, 3, 16, 16)
+    assert torch.equal(from_weights['D'](img, None), from_pkl['D'](img, None))
+    assert from_weights['training_set_kwargs'] == from_pkl['training_set_kwargs']
+    assert from_weights['progress'] == dict(cur_nimg=4000, cur_tick=1) and from_weights['augment_pipe'] is None
+    # Training mode and frozen parameters come back as they were.
+    assert not from_weights['G_ema'].training and not any(p.requires_grad for p in from_weights['G_ema'].parameters())
+    assert from_weights['G'].training and all(p.requires_grad for p in from_weights['G'].parameters())
+
+def test_weights_file_holds_only_tensors_and_text(tmp_path):
+    path = str(tmp_path / 'w.pt')
+    legacy.save_network_weights(path, dict(G_ema=tiny_generator()), extra=dict(note=(1, 2)))
+    payload = torch.load(path, weights_only=True)
+    record = payload['networks']['G_ema']
+    assert record['class_name'] == 'training.networks.Generator'
+    assert all(isinstance(v, torch.Tensor) for v in record['state_dict'].values())
+    assert legacy.load_network_weights(path)['note'] == [1, 2]     # tuples come back as lists
+
+def test_weights_loader_runs_no_code_from_the_file(tmp_path):
+    marker = tmp_path / 'pwned'
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), 'w'))
+    path = tmp_path / 'evil.pt'
+    torch.save(dict(format=legacy.WEIGHTS_FORMAT, version=1, networks=Payload(), extra='{}'), str(path))
+    with pytest.raises(legacy.NetworkLoadError) as info:
+        load(path)
+    assert_one_sentence(info.value, path)
+    assert not marker.exists()
+
+def test_pickle_of_a_rebuilt_class_records_its_importable_name(tmp_path):
+    src = textwrap.dedent('''
+        import torch
+        from torch_utils import persistence
+        @persistence.persistent_class
+        class Gen(torch.nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.ones(width))
+    ''')
+    # A class rebuilt from a pickle lives in an `_imported_module_*`; the weights file must
+    # still name the module it can be imported from.
+    from torch_utils.persistence import _src_to_module
+    module = _src_to_module(src, module_name='mymodels.nets')
+    net = module.Gen(3)
+    assert type(net).__module__.startswith('_imported_module_')
+    path = str(tmp_path / 'w.pt')
+    legacy.save_network_weights(path, dict(G=net))
+    assert torch.load(path, weights_only=True)['networks']['G']['class_name'] == 'mymodels.nets.Gen'
+    with pytest.raises(legacy.NetworkLoadError) as info:
+        legacy.load_network_weights(path)
+    message = str(info.value)
+    assert 'needs mymodels.nets.Gen' in message and 'cannot be imported' in message and '\n' not in message
+
+def test_weights_need_a_persistent_class(tmp_path):
+    with pytest.raises(ValueError, match='not built by a persistent class'):
+        legacy.save_network_weights(str(tmp_path / 'w.pt'), dict(G=torch.nn.Linear(2, 2)))
+    assert not os.listdir(tmp_path)     # nothing half-written
+
+def test_bare_generator_pickle_becomes_G_and_G_ema(tmp_path):
+    G = tiny_generator()
+    data = load(write_pickle(G, tmp_path / 'g.pkl'))
+    assert data['D'] is None and data['G'] is data['G_ema']
+    assert torch.equal(render(data['G_ema']), render(G))
+
+def test_force_fp16_rebuilds_with_clamp_and_same_weights(tmp_path):
+    pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
+    plain, fp16 = load(pkl), load(pkl, force_fp16=True)
+    kwargs = fp16['G_ema'].init_kwargs
+    assert kwargs.synthesis_kwargs.num_fp16_res == 4 and kwargs.synthesis_kwargs.conv_clamp == 256
+    assert fp16['D'].init_kwargs.conv_clamp == 256
+    for a, b in zip(plain['G_ema'].state_dict().values(), fp16['G_ema'].state_dict().values()):
+        assert torch.equal(a, b)
+    assert torch.allclose(render(fp16['G_ema']), render(plain['G_ema']), atol=1e-4)
+
+#----------------------------------------------------------------------------
+# Bad files.
+
+def _bad_file_message(path):
+    with pytest.raises(legacy.NetworkLoadError) as info:
+        load(path)
+    return assert_one_sentence(info.value, path)
+
+def test_truncated_pickle_is_one_sentence(tmp_path):
+    full = pickle.dumps(tiny_snapshot())
+    path = tmp_path / 'truncated.pkl'
+    path.write_bytes(full[:len(full) // 2])
+    message = _bad_file_message(path)
+    assert message.startswith(f'{path} is not a network pickle or weights file: ')
+
+def test_truncated_weights_file_is_one_sentence(tmp_path):
+    full = tmp_path / 'full.pt'
+    legacy.save_network_weights(str(full), dict(G_ema=tiny_generator()))
+    path = tmp_path / 'truncated.pt'
+    path.write_bytes(full.read_bytes()[:full.stat().st_size // 2])
+    assert _bad_file_message(path).startswith(f'{path} is not a network pickle or weights file: ')
+
+@pytest.mark.parametrize('content', [b'', b'hello, I am a text file\n', np.random.RandomState(0).bytes(5000),
+                                     b'\x80\x04' + np.random.RandomState(1).bytes(300)])
+def test_garbage_is_one_sentence(tmp_path, content):
+    path = tmp_path / 'garbage.pkl'
+    path.write_bytes(content)
+    assert _bad_file_message(path).startswith(f'{path} is not a network pickle or weights file: ')
+
+def test_pickle_without_networks_is_one_sentence(tmp_path):
+    path = write_pickle(dict(a=1, b=[2]), tmp_path / 'other.pkl')
+    assert 'but no G, D or G_ema network' in _bad_file_message(path)
+
+def test_foreign_torch_file_is_one_sentence(tmp_path):
+    path = tmp_path / 'state.pt'
+    torch.save(tiny_generator().state_dict(), str(path))
+    assert 'not written by legacy.save_network_weights' in _bad_file_message(path)
+
+def test_tensorflow_pickle_says_how_to_convert(tmp_path):
+    path = tmp_path / 'tf.pkl'
+    path.write_bytes(b'\x80\x02cdnnlib.tflib.network\nNetwork\n)\x81.')
+    assert 'TensorFlow-era StyleGAN pickle' in _bad_file_message(path)
+
+def test_convert_cli_writes_weights_and_refuses_garbage(tmp_path):
+    pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
+    dest = tmp_path / 'w.pt'
+    result = CliRunner().invoke(legacy.convert_network_pickle, ['--source', pkl, '--dest', str(dest)])
+    assert result.exit_code == 0, result.output
+    assert torch.equal(render(load(dest)['G_ema']), render(load(pkl)['G_ema']))
+    (tmp_path / 'bad.pkl').write_bytes(b'junk')
+    result = CliRunner().invoke(legacy.convert_network_pickle, ['--source', str(tmp_path / 'bad.pkl'), '--dest', str(tmp_path / 'x.pt')])
+    assert result.exit_code != 0 and 'is not a network pickle or weights file' in result.output
+    assert not (tmp_path / 'x.pt').exists()
+
+#----------------------------------------------------------------------------
+
+def test_pickled_generator_loads_where_training_networks_is_gone(tmp_path):
+    host = tmp_path / 'host'
+    shutil.copytree(HOST, host, ignore=shutil.ignore_patterns('__pycache__'))
+    env = dict(os.environ, PYTHONPATH=str(host), OMP_NUM_THREADS='1')
+    def run(script):
+        result = subprocess.run([sys.executable, '-c', textwrap.dedent(script)], cwd=str(tmp_path), env=env,
+                                capture_output=True, text=True, timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout
+    run('''
+        import pickle, numpy as np, torch, legacy
+        from training.networks import Generator
+        torch.manual_seed(0)
+        G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                      mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32))
+        z = torch.from_numpy(np.random.RandomState(0).randn(2, 8)).float()
+        torch.save(dict(z=z, img=G(z, None, noise_mode='const').detach()), 'expected.pt')
+        with open('snap.pkl', 'wb') as f:
+            pickle.dump(dict(G=G, D=None, G_ema=G, augment_pipe=None, training_set_kwargs=None), f)
+        legacy.save_network_weights('weights.pt', dict(G_ema=G))
+        ''')
+    networks_py = host / 'training' / 'networks.py'
+    networks_py.write_text('raise ImportError("this checkout has no usable training.networks")\n')
+    out = run('''
+        import importlib, torch, legacy
+        try:
+            importlib.import_module('training.networks')
+            raise SystemExit('training.networks should not import here')
+        except ImportError:
+            pass
+        with open('snap.pkl', 'rb') as f:
+            G = legacy.load_network_pkl(f)['G_ema']
+        expected = torch.load('expected.pt')
+        assert torch.equal(G(expected['z'], None, noise_mode='const'), expected['img']), 'outputs differ'
+        try:    # the weights-only format needs the code, and says so
+            legacy.load_network_pkl(open('weights.pt', 'rb'))
+        except legacy.NetworkLoadError as err:
+            print(err)
+        ''')
+    assert 'weights.pt needs training.networks.Generator' in out and 'cannot be imported' in out
+    networks_py.unlink()
+    out = run('''
+        import torch, legacy
+        G = legacy.load_network_pkl(open('snap.pkl', 'rb'))['G_ema']
+        expected = torch.load('expected.pt')
+        assert torch.equal(G(expected['z'], None, noise_mode='const'), expected['img']), 'outputs differ'
+        print('ok')
+        ''')
+    assert out.strip() == 'ok'
