@@ -1,0 +1,215 @@
+"""Generate images with a trained generator (network pickle or weights-only file, path or URL).
+
+    python generate.py --outdir=out --seeds=0-7,12 --network=network-snapshot-000200.pkl
+    python generate.py --outdir=out --seeds=0-3 --trunc=0.7 --class=4 --network=cond.pkl --grid
+    python generate.py --outdir=out --projected-w=projected_w.npz --network=net.pkl
+
+Writes seed%04d.png per seed (proj%02d.png per projected w), and with --grid also grid.png.
+Runs on CUDA when available, else on the CPU (--device to choose).
+"""
+
+import math
+import os
+import re
+import sys
+
+sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
+
+import click
+import numpy as np
+import PIL.Image
+import torch
+
+import dnnlib
+import legacy
+
+#----------------------------------------------------------------------------
+# Arguments.
+
+def num_range(text):
+    """Parse '0-7,12' into [0, 1, ..., 7, 12] (ranges are inclusive, order is kept).
+
+    :raises ValueError: with one sentence when `text` is not such a list.
+    """
+    values = []
+    for part in str(text).split(','):
+        part = part.strip()
+        match = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part)
+        if match:
+            lo, hi = int(match.group(1)), int(match.group(2))
+            if lo > hi:
+                raise ValueError(f'range {part!r} runs backwards; write it as {hi}-{lo}.')
+            values.extend(range(lo, hi + 1))
+        elif re.fullmatch(r'\d+', part):
+            values.append(int(part))
+        else:
+            raise ValueError(f'{text!r} is not a list of numbers and ranges; write e.g. 0-7,12.')
+    return values
+
+class SeedList(click.ParamType):
+    """click type for --seeds: num_range, seeds in [0, 2^32)."""
+    name = 'LIST'
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            seeds = num_range(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+        too_big = [s for s in seeds if s >= 2 ** 32]
+        if too_big:
+            self.fail(f'seed {too_big[0]} is too large; seeds go from 0 to {2 ** 32 - 1}.', param, ctx)
+        return seeds
+
+def parse_device(text):
+    """'auto' -> cuda when present else cpu; otherwise a torch device name."""
+    if text == 'auto':
+        return torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise click.BadParameter(f'{text!r} is not a device; use auto, cpu, cuda or cuda:N.', param_hint='--device')
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu (or auto).', param_hint='--device')
+    return device
+
+#----------------------------------------------------------------------------
+# Networks and images.
+
+def load_generator(network, device):
+    """G_ema of a network pickle or weights-only file (path or URL), on `device`, in eval mode.
+    Every failure ends in a ClickException of one sentence."""
+    if not dnnlib.util.is_url(network, allow_file_urls=True) and not os.path.isfile(network):
+        raise click.ClickException(f'--network {network} does not exist; pass a network pickle or weights file (path or URL).')
+    try:
+        with dnnlib.util.open_url(network) as f:
+            data = legacy.load_network_pkl(f)
+    except (legacy.NetworkLoadError, OSError) as err:
+        raise click.ClickException(str(err))
+    G = data['G_ema']
+    if G is None or not hasattr(G, 'mapping') or not hasattr(G, 'synthesis'):
+        raise click.ClickException(f'{network} holds no generator (G_ema); pass a snapshot written by train.py.')
+    return G.eval().requires_grad_(False).to(device)
+
+def class_label(G, class_idx, device):
+    """The conditioning label [1, c_dim] for `class_idx` (zeros [1, 0] for an unconditional G)."""
+    label = torch.zeros([1, G.c_dim], device=device)
+    if G.c_dim == 0:
+        if class_idx is not None:
+            print('Warning: --class is ignored: this network is unconditional.')
+        return label
+    if class_idx is None:
+        raise click.ClickException(f'This network is conditional ({G.c_dim} classes); pass --class=N with 0 <= N < {G.c_dim}.')
+    if not 0 <= class_idx < G.c_dim:
+        raise click.BadParameter(f'{class_idx} is out of range; this network has classes 0 to {G.c_dim - 1}.', param_hint='--class')
+    label[:, class_idx] = 1
+    return label
+
+def synthesize(G, label, truncation_psi, noise_mode, z=None, ws=None, **synthesis_kwargs):
+    """The one place where images are made: G(z, label, ...) from latents z [N, z_dim], or
+    G.synthesis(ws, ...) from projected ws [N, num_ws, w_dim]. Extra keyword arguments (e.g. a
+    plugin's canvas) go to the synthesis network. :return: float images [N, C, H, W], ~[-1, 1]."""
+    if ws is not None:
+        return G.synthesis(ws, noise_mode=noise_mode, **synthesis_kwargs)
+    return G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode, **synthesis_kwargs)
+
+def to_uint8(img):
+    """Float images [N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""
+    return (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
+
+def save_png(array, path):
+    """Write uint8 [H, W, C] (C = 1, 3 or 4) as a PNG."""
+    channels = array.shape[2]
+    if channels == 1:
+        PIL.Image.fromarray(array[:, :, 0], 'L').save(path)
+    else:
+        PIL.Image.fromarray(array, {3: 'RGB', 4: 'RGBA'}[channels]).save(path)
+
+def image_grid(images):
+    """Tile uint8 images [N, H, W, C] into one near-square grid (rows of ceil(sqrt(N)))."""
+    n, h, w, c = images.shape
+    cols = math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    grid = np.zeros([rows * h, cols * w, c], dtype=np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        grid[r * h:(r + 1) * h, q * w:(q + 1) * w] = img
+    return grid
+
+def load_projected_w(path, G, device):
+    """ws [N, num_ws, w_dim] from projector.py's projected_w.npz."""
+    try:
+        ws = np.load(path)['w']
+    except (OSError, ValueError, KeyError) as err:
+        raise click.ClickException(f'--projected-w {path} is not a projected_w.npz with a "w" array ({type(err).__name__}); '
+                                   f'pass the file written by projector.py.')
+    if ws.ndim == 2:
+        ws = ws[np.newaxis]
+    if ws.ndim != 3 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise click.ClickException(f'--projected-w {path} holds w of shape {list(ws.shape)}, but this network '
+                                   f'takes [N, {G.num_ws}, {G.w_dim}]; pass a projection made with the same network.')
+    return torch.tensor(ws, dtype=torch.float32, device=device)
+
+#----------------------------------------------------------------------------
+
+@click.command()
+@click.option('--network', 'network_pkl', help='Network pickle or weights file (path or URL)', required=True, metavar='PATH')
+@click.option('--seeds', type=SeedList(), help='List of random seeds, e.g. 0-7,12')
+@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
+@click.option('--class', 'class_idx', type=int, help='Class label (conditional networks)')
+@click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--projected-w', help='Projection result file (projector.py) to render instead of seeds', type=str, metavar='FILE')
+@click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
+@click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
+@click.option('--grid', is_flag=True, help='Also write grid.png with all images')
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device_name, grid):
+    """Generate images using a pretrained network pickle (or weights-only file).
+
+    \b
+    Examples:
+    python generate.py --outdir=out --trunc=1 --seeds=0-7 --network=network-snapshot-000200.pkl
+    python generate.py --outdir=out --trunc=0.7 --seeds=0-3 --class=1 --grid --network=cond.pkl
+    """
+    if seeds is None and projected_w is None:
+        raise click.UsageError('Pass --seeds (e.g. --seeds=0-7) or --projected-w.')
+    if os.path.exists(outdir) and not os.path.isdir(outdir):
+        raise click.BadParameter(f'{outdir} is a file; pass a folder (it is created when missing).', param_hint='--outdir')
+    device = parse_device(device_name)
+    print(f'Loading networks from "{network_pkl}"...')
+    G = load_generator(network_pkl, device)
+    synthesis_kwargs = {}   # Plugins add theirs here (they reach G.synthesis).
+
+    if projected_w is not None:
+        if seeds is not None:
+            print('Warning: --seeds is ignored when --projected-w is given.')
+        ws = load_projected_w(projected_w, G, device)
+        os.makedirs(outdir, exist_ok=True)
+        images = []
+        with torch.no_grad():
+            for idx, w in enumerate(ws):
+                img = to_uint8(synthesize(G, None, 1, noise_mode, ws=w.unsqueeze(0), **synthesis_kwargs))[0]
+                save_png(img, os.path.join(outdir, f'proj{idx:02d}.png'))
+                images.append(img)
+    else:
+        label = class_label(G, class_idx, device)
+        os.makedirs(outdir, exist_ok=True)
+        images = []
+        with torch.no_grad():
+            for seed_idx, seed in enumerate(seeds):
+                print(f'Generating image for seed {seed} ({seed_idx}/{len(seeds)}) ...')
+                z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
+                torch.manual_seed(seed)     # noise_mode=random: the same seed gives the same image
+                img = to_uint8(synthesize(G, label, truncation_psi, noise_mode, z=z, **synthesis_kwargs))[0]
+                save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
+                images.append(img)
+    if grid:
+        if len({img.shape for img in images}) != 1:
+            raise click.ClickException('The images differ in size, so they cannot be tiled into grid.png.')
+        save_png(image_grid(np.stack(images)), os.path.join(outdir, 'grid.png'))
+    print(f'Wrote {len(images)} image{"s" if len(images) != 1 else ""}{" and grid.png" if grid else ""} to {outdir}.')
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    generate_images()  # pylint: disable=no-value-for-parameter
