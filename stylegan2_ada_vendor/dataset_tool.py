@@ -36,6 +36,7 @@ import PIL.ImageFont
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the host folder, for dnnlib
 
 
+URL_SCHEMES = ('http://', 'https://', 'file://')
 PLACES = ('upper-left', 'bottom-left', 'center', 'random', 'none')
 RESIZE_FILTERS = {'box': PIL.Image.BOX, 'lanczos': PIL.Image.LANCZOS}
 
@@ -250,8 +251,8 @@ def open_image_zip(path_or_file, where, max_images):
     return _image_collection(where, names, archive.read, max_images)
 
 def _open_path_or_url(path):
-    """Binary file object for a local path or an http(s) URL (through dnnlib.util.open_url)."""
-    if path.startswith(('http://', 'https://')):
+    """Binary file object for a local path or a URL (http(s), file://; through dnnlib.util.open_url)."""
+    if path.startswith(URL_SCHEMES):
         import dnnlib  # pylint: disable=import-outside-toplevel
         return dnnlib.util.open_url(path)
     return open(path, 'rb')
@@ -263,7 +264,7 @@ def read_idx(path, expected_magic):
             data = f.read()
         if data[:2] == b'\x1f\x8b':
             data = gzip.decompress(data)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, ValueError) as err:
         raise SourceError(f'{path} could not be read ({err}); check the path or re-download the file.') from None
     if len(data) < 8 or struct.unpack('>I', data[:4])[0] != expected_magic:
         raise SourceError(f'{path} is not an MNIST IDX file (bad magic number); use the original '
@@ -282,7 +283,7 @@ def mnist_labels_path(images_path):
     if base == (images_path[:-3] if images_path.endswith('.gz') else images_path):
         return None
     candidates = [base + '.gz', base] if images_path.endswith('.gz') else [base, base + '.gz']
-    if images_path.startswith(('http://', 'https://')):
+    if images_path.startswith(URL_SCHEMES):
         return candidates[0]
     return next((c for c in candidates if os.path.isfile(c)), None)
 
@@ -297,7 +298,7 @@ def open_mnist(path, max_images):
         try:
             labels = read_idx(labels_path, 2049)
         except SourceError:
-            if not path.startswith(('http://', 'https://')):
+            if not path.startswith(URL_SCHEMES):
                 raise
         if labels is not None and labels.shape != images.shape[:1]:
             raise SourceError(f'{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images; '
@@ -347,7 +348,7 @@ def open_source(source, max_images, seed):
         if source != 'builtin:digits':
             raise SourceError(f'unknown builtin source {source!r}; the built-in one is builtin:digits.')
         return open_builtin_digits(max_images, seed)
-    is_url = source.startswith(('http://', 'https://'))
+    is_url = source.startswith(URL_SCHEMES)
     path = source if is_url else os.path.expanduser(source)
     name = os.path.basename(path.split('?')[0])
     if 'idx3-ubyte' in name:
@@ -498,7 +499,7 @@ def convert_dataset(o):
     except BaseException:
         writer.abort()
         raise
-    summary = (f'Wrote {count} images ({out_w}x{out_h}, {"RGB" if mode == "RGB" else "grey"}'
+    summary = (f'Wrote {count} image{"" if count == 1 else "s"} ({out_w}x{out_h}, {"RGB" if mode == "RGB" else "grey"}'
                f'{", with labels" if labels is not None else ""}) to {o.dest}.')
     if out_w != out_h or out_w < 4 or out_w & (out_w - 1):
         summary += (f'\nNote: StyleGAN2 training needs square power-of-two images; {out_w}x{out_h} is not '

@@ -138,6 +138,16 @@ def test_mnist_upper_left_colour_digits_stay_in_upper_left_quadrant(tmp_path):
     assert [l for _, l in labels] == mnist_labels(64)
     assert ImageFolderDataset(dest, use_labels=True).label_shape == [10]
 
+def test_mnist_reads_from_a_url_with_its_labels(tmp_path):
+    dest = str(tmp_path / 'url.zip')
+    rc, _, err = run_tool(f'--source=file://{MNIST_IMAGES}', f'--dest={dest}', '--max-images=8')
+    assert rc == 0, err
+    images, labels = read_zip(dest)
+    assert images.shape == (8, 28, 28, 1) and [l for _, l in labels] == mnist_labels(8)
+    with gzip.open(MNIST_IMAGES) as f:
+        raw = np.frombuffer(f.read(), dtype=np.uint8, offset=16)[:8 * 28 * 28].reshape(8, 28, 28)
+    np.testing.assert_array_equal(images[..., 0], raw)  # no placement: the digits bit for bit
+
 @pytest.mark.parametrize('place,box', [('bottom-left', (slice(16, 32), slice(0, 16))),
                                        ('center', (slice(8, 24), slice(8, 24)))])
 def test_mnist_placement_puts_digits_in_their_box(tmp_path, place, box):
