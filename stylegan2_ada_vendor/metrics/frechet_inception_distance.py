@@ -1,6 +1,8 @@
 """Frechet Inception Distance (FID): the Frechet distance between Gaussians fitted to detector
 features of real and generated images (Heusel et al., "GANs Trained by a Two Time-Scale Update
 Rule Converge to a Local Nash Equilibrium", NeurIPS 2017)."""
+import warnings
+
 import numpy as np
 import scipy.linalg
 
@@ -19,7 +21,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     sigma1, sigma2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
     m = np.square(mu1 - mu2).sum()
-    s = scipy.linalg.sqrtm(sigma1 @ sigma2)
+    with warnings.catch_warnings():
+        # Covariances from fewer samples than feature dimensions are singular by construction;
+        # their product still has the square root FID needs, so scipy's warning is only noise.
+        warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+        s = scipy.linalg.sqrtm(sigma1 @ sigma2)
     return float(np.real(m + np.trace(sigma1 + sigma2 - 2 * s)))
 
 def compute_fid(opts, max_real, num_gen):
