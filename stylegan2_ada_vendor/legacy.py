@@ -179,13 +179,29 @@ def _network_record(name, net):
     if bad:
         raise ValueError(f'Network {name!r} has non-tensor state {bad[0]!r}, which a weights file cannot hold.')
     return dict(
-        class_name  = persistence.importable_class_name(net),
+        class_name  = _class_name_for_weights(name, net),
         init_args   = _to_json(list(net.init_args), f'A positional constructor argument of network {name!r}'),
         init_kwargs = _to_json(net.init_kwargs, f'A constructor argument of network {name!r}'),
         state_dict  = {key: value.detach().cpu().clone() for key, value in state.items()},
         training    = bool(net.training),
         frozen      = json.dumps([key for key, param in net.named_parameters() if not param.requires_grad]),
     )
+
+HOST_MODULES = ('training.networks', 'training.augment')   # Where upstream pickles' classes live here.
+
+def _class_name_for_weights(name, net):
+    """Importable 'module.Class' of `net`. A class rebuilt from a pickle that does not record
+    its module (pickles written by upstream checkouts) is looked up by name in HOST_MODULES;
+    load_state_dict(strict=True) checks the match when the file is read."""
+    class_name = persistence.importable_class_name(net)
+    module_name, _, short_name = class_name.rpartition('.')
+    if not module_name.startswith('_imported_module_'):
+        return class_name
+    for candidate in HOST_MODULES:
+        if hasattr(dnnlib.util.get_obj_by_name(candidate), short_name):
+            return f'{candidate}.{short_name}'
+    raise ValueError(f'Network {name!r} ({short_name}) was loaded from a pickle that does not say which module defines it, '
+                     f'and no module of this host ({", ".join(HOST_MODULES)}) has that class.')
 
 def save_network_weights(path, networks, extra=None):
     """Write `networks` (dict name -> persistent module, or None) and `extra` (dict of

@@ -210,3 +210,17 @@ def test_unknown_format_version_is_refused(tmp_module, monkeypatch):
 def test_module_docstring_warns_that_loading_runs_code():
     doc = persistence.__doc__
     assert 'RUNS THE PYTHON CODE STORED INSIDE IT' in doc and 'load_network_weights' in doc
+
+def test_pickle_written_by_an_upstream_checkout_loads(tmp_module):
+    """Upstream's meta has no module_name; such pickles load (the source is all that is needed)."""
+    mod = tmp_module(NET_SOURCE)
+    net = mod.Net(3)
+    class UpstreamStyle:
+        def __reduce__(self):
+            meta = dict(type='class', version=6, module_src=NET_SOURCE.replace('SCALE = 2.0', 'SCALE = 2.5'),
+                        class_name='Net', state=dict(net.__dict__))
+            return (persistence._reconstruct_persistent_obj, (meta,))
+    clone = pickle.loads(pickle.dumps(UpstreamStyle()))
+    x = torch.randn(2, 3)
+    assert type(clone).__name__ == 'Net' and persistence.is_persistent(clone)
+    assert torch.allclose(clone(x) - net.offset, (net(x) - net.offset) * 1.25)

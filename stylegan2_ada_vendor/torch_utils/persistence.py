@@ -82,24 +82,20 @@ def persistent_class(orig_class):
             return dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
 
         def __reduce__(self):
-            fields = list(super().__reduce__())
-            fields += [None] * max(3 - len(fields), 0)
-            if fields[0] is _reconstruct_persistent_obj:   # a persistent base class already did it
-                return tuple(fields)
+            reduced = super().__reduce__()
+            if reduced[0] is _reconstruct_persistent_obj:   # a persistent base class already did it
+                return reduced
             if type(self) not in _decorators:   # undecorated subclass: ordinary pickle by reference
-                return tuple(fields)
+                return reduced
             meta = dict(
                 type        = 'class',
                 version     = _version,
                 module_src  = self._orig_module_src,
                 module_name = self._orig_module_name,
                 class_name  = self._orig_class_name,
-                state       = fields[2],
+                state       = reduced[2] if len(reduced) > 2 else None,
             )
-            fields[0] = _reconstruct_persistent_obj
-            fields[1] = (meta,)
-            fields[2] = None
-            return tuple(fields)
+            return (_reconstruct_persistent_obj, (meta,), None) + tuple(reduced[3:])
 
     Decorator.__name__ = orig_class.__name__
     Decorator.__qualname__ = orig_class.__qualname__
