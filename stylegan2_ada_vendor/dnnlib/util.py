@@ -148,15 +148,6 @@ def format_time(seconds):
         return f'{s // 3600}h {(s // 60) % 60:02d}m {s % 60:02d}s'
     return f'{s // 86400}d {(s // 3600) % 24:02d}h {(s // 60) % 60:02d}m'
 
-def ask_yes_no(question):
-    """Ask a yes/no question on the console until the answer is one of them."""
-    while True:
-        answer = input(f'{question} [y/n] ').strip().lower()
-        if answer in ('y', 'yes'):
-            return True
-        if answer in ('n', 'no'):
-            return False
-
 #----------------------------------------------------------------------------
 # Cache folder.
 
