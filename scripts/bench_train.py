@@ -4,7 +4,7 @@ For each resolution it writes a small synthetic dataset, runs `stylegan2_ada_ven
 for a few ticks and reads the per-tick timings from the run's stats.jsonl. Tick 0 (a single
 step that includes warm-up) is left out; snapshot time is not part of a tick's time.
 
-    python scripts/bench_train.py                       # 32 and 64 px, table + results/bench_train.json
+    python scripts/bench_train.py                       # 32 and 64 px, ada and noaug, + results/bench_train.json
     python scripts/bench_train.py --res=32 --ticks=5
 """
 
@@ -43,6 +43,7 @@ def make_blobs_zip(path, resolution, count=64, seed=0):
 
 def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
     """Train `ticks` ticks after tick 0 at `resolution`; returns a dict of timings."""
+    os.makedirs(workdir, exist_ok=True)
     data = os.path.join(workdir, f'blobs{resolution}.zip')
     make_blobs_zip(data, resolution)
     outdir = os.path.join(workdir, f'runs{resolution}')
@@ -71,19 +72,22 @@ def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
 @click.option('--ticks', help='Timed ticks per resolution (after tick 0)', type=int, default=3, show_default=True)
 @click.option('--tick-kimg', help='kimg per tick', type=float, default=0.128, show_default=True)
 @click.option('--batch', help='Minibatch size', type=int, default=32, show_default=True)
-@click.option('--aug', help='Augmentation mode of the runs', type=click.Choice(['ada', 'noaug']), default='ada', show_default=True)
+@click.option('--aug', 'augs', help='Augmentation modes to measure', type=click.Choice(['ada', 'noaug']), multiple=True, default=['ada', 'noaug'], show_default=True)
 @click.option('--out', help='JSON output', default=os.path.join(ROOT, 'results', 'bench_train.json'), show_default=True)
-def main(resolutions, ticks, tick_kimg, batch, aug, out):
+def main(resolutions, ticks, tick_kimg, batch, augs, out):
     """Measure CPU training throughput of the cpu preset."""
     rows = []
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
         for resolution in resolutions:
-            rows.append(bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir))
+            for aug in augs:
+                rows.append(bench_resolution(resolution, ticks, tick_kimg, batch, aug, os.path.join(workdir, aug)))
     print(f'{"res":>5} {"batch":>6} {"aug":>6} {"kimg":>7} {"sec/kimg":>9} {"kimg/hour":>10}')
     for row in rows:
         print(f'{row["resolution"]:>5} {row["batch"]:>6} {row["aug"]:>6} {row["kimg"]:>7.3f} {row["sec_per_kimg"]:>9.1f} {row["kimg_per_hour"]:>10.1f}')
     machine = dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
-                   python=platform.python_version(), processor=platform.processor() or platform.machine())
+                   python=platform.python_version(), processor=platform.processor() or platform.machine(),
+                   load_average_before=[round(x, 2) for x in load_before], load_average_after=[round(x, 2) for x in os.getloadavg()])
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(dict(command=' '.join(['python', 'scripts/bench_train.py'] + sys.argv[1:]), machine=machine, results=rows), f, indent=2)
