@@ -150,12 +150,10 @@ def invert(G, target, mode, canvas, num_steps, seed, device):
     return proj.ws[-1:].to(device), proj.canvases[-1]
 
 def load_model(path, device):
-    import legacy
+    """G_ema of a snapshot, as a generator that renders canvases (plain host pickles are converted)."""
     if not os.path.isfile(path):
         raise click.ClickException(f'{path} does not exist; train the digit models first (or pass --baseline/--mspe).')
-    with open(path, 'rb') as f:
-        G = legacy.load_network_pkl(f)['G_ema']
-    return register.with_canvas_support(G.eval().requires_grad_(False)).to(device)
+    return register.with_canvas_support(projector.load_generator(path, device))
 
 def load_classifier_or_none(device):
     try:

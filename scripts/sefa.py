@@ -159,16 +159,10 @@ def save_png(array, path):
 @click.option('--outdir', required=True, help='Where to save the strips and directions.npz')
 def main(network_pkl, layers, k, seeds, projected_w, strengths, truncation_psi, outdir):
     """Find SeFa directions of a generator and edit seeds or a projected latent along them."""
-    import legacy
-    device = torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    import projector    # the host's projector: the same network loading and device choice
+    device = projector.parse_device('auto')
     strengths = parse_strengths(strengths)
-    if not os.path.isfile(network_pkl):
-        raise click.ClickException(f'--network {network_pkl} does not exist; pass a network-snapshot-*.pkl file.')
-    try:
-        with open(network_pkl, 'rb') as f:
-            G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
-    except Exception as err:
-        raise click.ClickException(f'Could not load a generator from {network_pkl} ({type(err).__name__}: {err}).')
+    G = projector.load_generator(network_pkl, device)
     try:
         directions, eigenvalues = sefa_directions(G, layers, min(k, G.w_dim))
     except ValueError as err:

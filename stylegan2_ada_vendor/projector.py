@@ -411,9 +411,13 @@ def load_generator(network_pkl, device):
     try:
         with dnnlib.util.open_url(network_pkl) as f:
             G = legacy.load_network_pkl(f)['G_ema']
+    except legacy.NetworkLoadError as err:      # already one sentence naming the file
+        raise click.ClickException(str(err))
     except Exception as err:
         raise click.ClickException(f'Could not load a generator from {network_pkl} ({type(err).__name__}: {err}); '
                                    f'pass a StyleGAN2-ADA network pickle.')
+    if G is None or not hasattr(G, 'synthesis'):
+        raise click.ClickException(f'{network_pkl} holds no generator (G_ema); pass a StyleGAN2-ADA network pickle.')
     return G.eval().requires_grad_(False).to(device)
 
 @click.command()

@@ -103,3 +103,16 @@ def test_sefa_cli_writes_strips_for_seeds_and_projected_latent(tmp_path):
                              '--k', '2', '--strengths', '-1,1', '--outdir', str(tmp_path / 'proj')], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
     assert PIL.Image.open(tmp_path / 'proj' / 'sefa-projected.png').size == (2 * 24, 2 * 16)   # on the saved canvas
+
+def test_sefa_cli_refuses_bad_layers_and_missing_network(tmp_path):
+    pkl = tmp_path / 'G.pkl'
+    with open(pkl, 'wb') as f:
+        pickle.dump(dict(G_ema=make_G()), f)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    script = os.path.join(ROOT, 'scripts', 'sefa.py')
+    for args, words in [(['--network', str(tmp_path / 'missing.pkl')], 'does not exist'),
+                        (['--network', str(pkl), '--layers', '2-99'], 'Layer indices must lie in')]:
+        result = subprocess.run([sys.executable, script, *args, '--outdir', str(tmp_path / 'out')], capture_output=True, text=True, env=env)
+        assert result.returncode != 0 and 'Traceback' not in result.stderr
+        assert words in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / 'out').exists()
