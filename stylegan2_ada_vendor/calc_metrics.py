@@ -101,6 +101,8 @@ def load_network(network_pkl, verbose):
     try:
         with dnnlib.util.open_url(network_pkl, verbose=verbose) as f:
             network_dict = legacy.load_network_pkl(f)
+    except legacy.NetworkLoadError as err:
+        raise click.ClickException(str(err))
     except Exception as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise click.ClickException(f'Could not load network pickle {network_pkl!r}: {detail}')

@@ -18,6 +18,7 @@ import PIL.Image
 import pytest
 import scipy.linalg
 import torch
+from click.testing import CliRunner
 
 import dnnlib
 from metrics import feature_detectors
@@ -344,6 +345,13 @@ def one_sentence_error(proc):
     assert 'Traceback' not in proc.stderr
     return lines[-1]
 
+def cli_error(args):
+    """Runs calc_metrics in this process (faster than a subprocess); returns its last error line."""
+    import calc_metrics
+    result = CliRunner().invoke(calc_metrics.calc_metrics, args)
+    assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.exception
+    return [line for line in result.stderr.splitlines() if line.strip()][-1]
+
 @pytest.fixture(scope='module')
 def snapshot(files):
     """A run folder with a tiny real generator snapshot whose recorded dataset has moved away."""
@@ -364,14 +372,20 @@ def test_calc_metrics_rejects_unknown_metric(tmp_path, private_cache):
     line = one_sentence_error(run_calc_metrics([f'--network={tmp_path / "any.pkl"}', '--metrics=fid1m_nonsense'], private_cache))
     assert 'fid1m_nonsense' in line and 'fid50k_full' in line
 
-def test_calc_metrics_rejects_missing_network(tmp_path, private_cache):
-    line = one_sentence_error(run_calc_metrics([f'--network={tmp_path / "nope.pkl"}', '--metrics=fid2k_full'], private_cache))
+def test_calc_metrics_rejects_missing_network(tmp_path):
+    line = cli_error([f'--network={tmp_path / "nope.pkl"}', '--metrics=fid2k_full'])
     assert 'nope.pkl' in line and 'does not exist' in line
 
+def test_calc_metrics_rejects_corrupt_network(tmp_path):
+    bad = tmp_path / 'network-snapshot-000000.pkl'
+    bad.write_bytes(b'\x80\x04 not really a pickle')
+    line = cli_error([f'--network={bad}', '--metrics=fid2k_full'])
+    assert bad.name in line
+
 @pytest.mark.parametrize('data', [None, '/nonexistent/dataset.zip'])
-def test_calc_metrics_rejects_missing_dataset(snapshot, data, private_cache):
+def test_calc_metrics_rejects_missing_dataset(snapshot, data):
     args = [f'--network={snapshot}', '--metrics=fid2k_full'] + ([f'--data={data}'] if data else [])
-    line = one_sentence_error(run_calc_metrics(args, private_cache))
+    line = cli_error(args)
     assert ('moved.zip' if data is None else data) in line and '--data' in line
 
 def test_calc_metrics_writes_result_to_run_folder(files, snapshot, private_cache):
