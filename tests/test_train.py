@@ -272,6 +272,7 @@ BAD_FLAGS = {
     'unknown_cfg':        (['--cfg=huge'], '--cfg must be one of'),
     'cond_without_labels': (['--cond=1'], 'label'),
     'missing_dataset':    (['--data=/nonexistent/data.zip'], '--data'),
+    'tiny_cmax':          (['--cmax=2'], '--cmax must be at least 4'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -298,6 +299,17 @@ def test_dry_run_prints_options_and_writes_nothing(train_module, digits_zip, tmp
     assert result.exit_code == 0, result.output
     assert 'Dry run; exiting.' in result.output and '"r1_gamma"' in result.output
     assert not outdir.exists()
+
+def test_cbase_and_cmax_set_the_channel_counts_of_g_and_d(train_module, digits_zip):
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,
+        cond=False, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=None, batch=None, aug='noaug', p=None,
+        target=None, augpipe=None, resume=None, freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False,
+        workers=0, tick=None, cbase=1024, cmax=32)
+    assert '-cbase1024-cmax32' in desc
+    for kwargs in (args.G_kwargs.synthesis_kwargs, args.D_kwargs):
+        assert (kwargs.channel_base, kwargs.channel_max) == (1024, 32)
+    G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
+    assert {getattr(G.synthesis, f'b{res}').conv1.weight.shape[0] for res in (4, 8, 16)} == {32}
 
 def test_resume_run_refuses_flags_that_would_change_the_run(train_module, digits_zip, tmp_path):
     run_dir = tmp_path / '00000-fake'

@@ -20,13 +20,13 @@ def frechet_distance(mu1, sigma1, mu2, sigma2):
     """
     mu1, mu2 = np.asarray(mu1, dtype=np.float64), np.asarray(mu2, dtype=np.float64)
     sigma1, sigma2 = np.asarray(sigma1, dtype=np.float64), np.asarray(sigma2, dtype=np.float64)
-    m = np.square(mu1 - mu2).sum()
+    diff = mu1 - mu2
     with warnings.catch_warnings():
         # Covariances from fewer samples than feature dimensions are singular by construction;
         # their product still has the square root FID needs, so scipy's warning is only noise.
         warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
         s = scipy.linalg.sqrtm(sigma1 @ sigma2)
-    return float(np.real(m + np.trace(sigma1 + sigma2 - 2 * s)))
+    return float(np.real(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(s)))
 
 def compute_fid(opts, max_real, num_gen):
     """FID between `max_real` dataset images (None = all) and `num_gen` generated images.

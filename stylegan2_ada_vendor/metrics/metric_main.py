@@ -19,7 +19,7 @@ from metrics import precision_recall
 
 #----------------------------------------------------------------------------
 
-_metric_dict = dict()  # name => fn(opts) -> dict(result_name=value)
+_metric_dict = {}  # metric name -> fn(opts) returning {result name: value}
 
 def register_metric(fn):
     """Decorator: makes `fn(opts) -> dict` available under its function name."""
@@ -37,47 +37,42 @@ def list_valid_metrics():
 
 #----------------------------------------------------------------------------
 
+def _share_from_rank0(value, opts):
+    """Rank 0's float, seen by every rank (other ranks computed NaN placeholders)."""
+    if opts.num_gpus == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    t = torch.tensor(float(value), dtype=torch.float64, device=opts.device)
+    torch.distributed.broadcast(t, src=0)
+    return t.item()
+
 def calc_metric(metric, **kwargs):
     """Computes one metric; `kwargs` are MetricOptions' (G, G_kwargs, dataset_kwargs, num_gpus,
     rank, device, progress, cache, detector_url). Every rank must call it.
-    :return: EasyDict(results=EasyDict(name=value), metric, total_time, total_time_str, num_gpus),
-    identical on every rank."""
+    :return: EasyDict(results=EasyDict(name=value), metric, total_time, total_time_str, num_gpus,
+    detector), identical on every rank."""
     assert is_valid_metric(metric), f'unknown metric {metric!r}'
     opts = metric_utils.MetricOptions(**kwargs)
-
-    start_time = time.time()
-    results = _metric_dict[metric](opts)
-    total_time = time.time() - start_time
-
-    # Rank 0 holds the values; share them.
-    for key, value in list(results.items()):
-        if opts.num_gpus > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            value = torch.as_tensor(value, dtype=torch.float64, device=opts.device)
-            torch.distributed.broadcast(tensor=value, src=0)
-            value = float(value.cpu())
-        results[key] = value
-
-    return dnnlib.EasyDict(
-        results         = dnnlib.EasyDict(results),
-        metric          = metric,
-        total_time      = total_time,
-        total_time_str  = dnnlib.util.format_time(total_time),
-        num_gpus        = opts.num_gpus,
-        detector        = opts.detector_url,
-    )
+    t0 = time.time()
+    raw = _metric_dict[metric](opts)
+    seconds = time.time() - t0
+    results = dnnlib.EasyDict({name: _share_from_rank0(value, opts) for name, value in raw.items()})
+    return dnnlib.EasyDict(results=results, metric=metric, total_time=seconds,
+        total_time_str=dnnlib.util.format_time(seconds), num_gpus=opts.num_gpus, detector=opts.detector_url)
 
 def report_metric(result_dict, run_dir=None, snapshot_pkl=None):
-    """Prints the result as one JSON line and appends it to `<run_dir>/metric-<name>.jsonl`
-    (with the snapshot's file name relative to the run dir)."""
-    metric = result_dict['metric']
-    assert is_valid_metric(metric)
-    if run_dir is not None and snapshot_pkl is not None:
+    """Prints the result as one JSON line and appends that line to `<run_dir>/metric-<name>.jsonl`
+    (if run_dir is an existing folder), naming the snapshot relative to the run dir."""
+    name = result_dict['metric']
+    assert is_valid_metric(name)
+    if snapshot_pkl is not None and run_dir is not None:
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
-    jsonl_line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
-    print(jsonl_line)
+    record = dict(result_dict)
+    record.update(snapshot_pkl=snapshot_pkl, timestamp=time.time())
+    line = json.dumps(record)
+    print(line)
     if run_dir is not None and os.path.isdir(run_dir):
-        with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'at') as f:
-            f.write(jsonl_line + '\n')
+        with open(os.path.join(run_dir, f'metric-{name}.jsonl'), 'a') as f:
+            print(line, file=f)
 
 #----------------------------------------------------------------------------
 # Metrics against the whole dataset (reals capped at upstream's limits for KID and PR).

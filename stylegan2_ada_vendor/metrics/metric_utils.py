@@ -2,6 +2,7 @@
 dataset (with a disk cache) or from a generator."""
 import copy
 import hashlib
+import json
 import os
 import pickle
 import time
@@ -156,68 +157,58 @@ class FeatureStats:
     def load(pkl_file):
         """Reads statistics written by `save`. :return: FeatureStats."""
         with open(pkl_file, 'rb') as f:
-            s = dnnlib.EasyDict(pickle.load(f))
-        obj = FeatureStats(capture_all=s.capture_all, max_items=s.max_items)
-        obj.__dict__.update(s)
-        return obj
+            state = pickle.load(f)
+        stats = FeatureStats.__new__(FeatureStats)
+        stats.__dict__.update(state)
+        return stats
 
 #----------------------------------------------------------------------------
 
 class ProgressMonitor:
-    """Prints progress of a feature extraction and forwards it to an optional callback
-    `progress_fn(value, total)` mapped onto [pfn_lo, pfn_hi] of pfn_total."""
+    """Tells how far a feature extraction has got: prints a line every `report_every` items (when
+    verbose and tagged) and passes the overall fraction done to an optional `callback(fraction)`.
+    A monitor covers the part `span` = (lo, hi) of the whole job; `sub` hands out a slice of it."""
 
     def __init__(self,
-        tag             = None,     # Text printed in front of each line; None = silent.
-        num_items       = None,     # Total items expected (for the callback).
-        flush_interval  = 1000,     # Report every this many items.
-        verbose         = False,    # Print lines?
-        progress_fn     = None,     # Callback(value, total), or None.
-        pfn_lo          = 0,        # Callback value at 0 items.
-        pfn_hi          = 1000,     # Callback value at num_items items.
-        pfn_total       = 1000,     # Callback total.
+        tag             = None,     # Name printed at the start of each line; None = print nothing.
+        num_items       = None,     # Items this monitor expects; None = unknown.
+        report_every    = 1000,     # Print at most once per this many items (and at the end).
+        verbose         = False,    # Print progress lines at all?
+        callback        = None,     # Called with the overall fraction done (0..1), or None.
+        span            = (0, 1),   # Part of the overall job this monitor covers.
     ):
         self.tag = tag
         self.num_items = num_items
+        self.report_every = report_every
         self.verbose = verbose
-        self.flush_interval = flush_interval
-        self.progress_fn = progress_fn
-        self.pfn_lo = pfn_lo
-        self.pfn_hi = pfn_hi
-        self.pfn_total = pfn_total
+        self.callback = callback
+        self.span = span
         self.start_time = time.time()
-        self.batch_time = self.start_time
-        self.batch_items = 0
-        if self.progress_fn is not None:
-            self.progress_fn(self.pfn_lo, self.pfn_total)
+        self.last_time = self.start_time
+        self.last_items = 0
+        if callback is not None:
+            callback(span[0])
 
     def update(self, cur_items):
-        """Reports that `cur_items` items are done."""
-        assert (self.num_items is None) or (cur_items <= self.num_items)
-        if (cur_items < self.batch_items + self.flush_interval) and (self.num_items is None or cur_items < self.num_items):
+        """Reports that `cur_items` items are done so far."""
+        done = self.num_items is not None and cur_items >= self.num_items
+        if cur_items - self.last_items < self.report_every and not done:
             return
-        cur_time = time.time()
-        total_time = cur_time - self.start_time
-        time_per_item = (cur_time - self.batch_time) / max(cur_items - self.batch_items, 1)
-        if (self.verbose) and (self.tag is not None):
-            print(f'{self.tag:<19s} items {cur_items:<7d} time {dnnlib.util.format_time(total_time):<12s} ms/item {time_per_item * 1e3:.2f}', flush=True)
-        self.batch_time = cur_time
-        self.batch_items = cur_items
-        if (self.progress_fn is not None) and (self.num_items is not None):
-            self.progress_fn(self.pfn_lo + (self.pfn_hi - self.pfn_lo) * (cur_items / self.num_items), self.pfn_total)
+        now = time.time()
+        if self.verbose and self.tag is not None:
+            per_item = (now - self.last_time) / max(cur_items - self.last_items, 1)
+            elapsed = dnnlib.util.format_time(now - self.start_time)
+            print(f'{self.tag}: {cur_items} items after {elapsed} ({per_item * 1e3:.2f} ms per item)', flush=True)
+        self.last_time, self.last_items = now, cur_items
+        if self.callback is not None and self.num_items:
+            lo, hi = self.span
+            self.callback(lo + (hi - lo) * min(cur_items / self.num_items, 1.0))
 
-    def sub(self, tag=None, num_items=None, flush_interval=1000, rel_lo=0, rel_hi=1):
-        """A child monitor covering [rel_lo, rel_hi] of this monitor's callback range."""
-        return ProgressMonitor(
-            tag             = tag,
-            num_items       = num_items,
-            flush_interval  = flush_interval,
-            verbose         = self.verbose,
-            progress_fn     = self.progress_fn,
-            pfn_lo          = self.pfn_lo + (self.pfn_hi - self.pfn_lo) * rel_lo,
-            pfn_hi          = self.pfn_lo + (self.pfn_hi - self.pfn_lo) * rel_hi,
-            pfn_total       = self.pfn_total,
-        )
+    def sub(self, tag=None, num_items=None, report_every=1000, rel_lo=0, rel_hi=1):
+        """A monitor for the part [rel_lo, rel_hi] of this one's span."""
+        lo, hi = self.span
+        return ProgressMonitor(tag=tag, num_items=num_items, report_every=report_every, verbose=self.verbose,
+            callback=self.callback, span=(lo + (hi - lo) * rel_lo, lo + (hi - lo) * rel_hi))
 
 #----------------------------------------------------------------------------
 
@@ -259,24 +250,25 @@ def compute_feature_stats_for_dataset(opts, detector_url, detector_kwargs, rel_l
     # Look for a cached result.
     cache_file = None
     if opts.cache:
-        args = dict(dataset_kwargs=_dataset_fingerprint(opts.dataset_kwargs),
-            detector=feature_detectors.detector_fingerprint(detector_url),
-            detector_kwargs=detector_kwargs, max_items=max_items, stats_kwargs=stats_kwargs)
-        md5 = hashlib.md5(repr(sorted(args.items())).encode('utf-8'))
-        cache_tag = f'{dataset.name}-{get_feature_detector_name(detector_url)}-{md5.hexdigest()}'
-        cache_file = dnnlib.make_cache_dir_path('gan-metrics', cache_tag + '.pkl')
+        key = json.dumps(dict(dataset=_dataset_fingerprint(opts.dataset_kwargs),
+            detector=feature_detectors.detector_fingerprint(detector_url), detector_kwargs=detector_kwargs,
+            max_items=max_items, stats=stats_kwargs), sort_keys=True, default=repr)
+        digest = hashlib.sha1(key.encode('utf-8')).hexdigest()[:20]
+        cache_file = dnnlib.make_cache_dir_path('gan-metrics', f'{dataset.name}-{get_feature_detector_name(detector_url)}-{digest}.pkl')
         if _broadcast_flag(opts.rank == 0 and os.path.isfile(cache_file), opts):
             return FeatureStats.load(cache_file)
 
-    # Extract features; item i goes to rank i % num_gpus (wrapping around so all ranks do equal work).
+    # Extract features. Rank r reads items r, r + num_gpus, ...; the last round wraps around to the
+    # start so every rank runs the same number of batches (the extra items are dropped by max_items).
     num_items = len(dataset)
     if max_items is not None:
         num_items = min(num_items, max_items)
     stats = FeatureStats(max_items=num_items, **stats_kwargs)
     progress = opts.progress.sub(tag='dataset features', num_items=num_items, rel_lo=rel_lo, rel_hi=rel_hi)
     detector = get_feature_detector(url=detector_url, device=opts.device, num_gpus=opts.num_gpus, rank=opts.rank, verbose=progress.verbose)
-    item_subset = [(i * opts.num_gpus + opts.rank) % num_items for i in range((num_items - 1) // opts.num_gpus + 1)]
-    loader = torch.utils.data.DataLoader(dataset=dataset, sampler=item_subset, batch_size=batch_size, **data_loader_kwargs)
+    rounds = -(-num_items // opts.num_gpus)
+    my_items = [(opts.rank + k * opts.num_gpus) % num_items for k in range(rounds)]
+    loader = torch.utils.data.DataLoader(dataset=dataset, sampler=my_items, batch_size=batch_size, **data_loader_kwargs)
     with torch.no_grad():
         for images, _labels in loader:
             features = detector(images.to(opts.device), **detector_kwargs)
