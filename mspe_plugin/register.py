@@ -118,6 +118,27 @@ def canvas_from_options(shift=None, zoom=None, size=None, wrap=False, extent=Non
     except CanvasError as err:
         raise click.BadParameter(str(err))
 
+def translate_strip_option(fn):
+    """click decorator adding --translate-strip=N,STEP (paper Fig. 1: one latent at N shifts)."""
+    return click.option('--translate-strip', type=str, default=None, metavar='N,STEP',
+        help='Also write the same latent at N canvases, each moved STEP pixels right (fractional ok), side by side')(fn)
+
+def parse_translate_strip(text):
+    """'N,STEP' -> (N, STEP): N >= 2 frames, STEP pixels between them; None -> None."""
+    if text is None:
+        return None
+    n, step = _parse_pair(text, r',', '--translate-strip')
+    if not (float(n).is_integer() and n >= 2) or step == 0:
+        raise click.BadParameter(f'--translate-strip takes N,STEP with N >= 2 frames and a non-zero STEP in pixels, such as 8,2.5; got {text!r}.')
+    return int(n), float(step)
+
+def strip_canvases(canvas, n, step):
+    """The canvases of a translate strip: `canvas` (None = the training grid) with the content
+    moved right by 0, step, ..., (n - 1) * step pixels (the canvas origin moves left)."""
+    from mspe_plugin.encoding import Canvas
+    base = canvas if canvas is not None else Canvas()
+    return [base.shifted(0, -k * step) for k in range(n)]
+
 def synthesis_kwargs(canvas):
     """Keyword arguments that render on `canvas` ({} for the training grid)."""
     return {} if canvas is None else {'canvas': canvas}

@@ -6,6 +6,12 @@
 
 Writes seed%04d.png per seed (proj%02d.png per projected w), and with --grid also grid.png.
 Runs on CUDA when available, else on the CPU (--device to choose).
+
+With mspe_plugin installed (its hook below) any generator renders on a canvas:
+    python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --shift=0,8.5    # moved 8.5 px left
+    python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --zoom=1.5       # 1.5x the size
+    python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --extent=0:32,-16:48   # beyond the border
+    python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --translate-strip=8,2.5
 """
 
 import math
@@ -73,6 +79,22 @@ def parse_device(text):
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise click.BadParameter('CUDA is not available on this machine; use --device=cpu (or auto).', param_hint='--device')
     return device
+
+def load_plugin():
+    """The MS-PE registration module, or None when mspe_plugin is not importable."""
+    try:
+        from mspe_plugin import register
+    except ImportError:
+        return None
+    return register
+
+PLUGIN = load_plugin()
+
+def plugin_options(fn):
+    """The plugin's canvas flags (--shift --zoom --size --wrap --extent --translate-strip), when installed."""
+    if PLUGIN is None:
+        return fn
+    return PLUGIN.canvas_options(PLUGIN.translate_strip_option(fn))
 
 #----------------------------------------------------------------------------
 # Networks and images.
@@ -163,7 +185,9 @@ def load_projected_w(path, G, device):
 @click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
 @click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
 @click.option('--grid', is_flag=True, help='Also write grid.png with all images')
-def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device_name, grid):
+@plugin_options
+def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device_name, grid,
+                    translate_strip=None, **canvas_flags):
     """Generate images using a pretrained network pickle (or weights-only file).
 
     \b
@@ -179,6 +203,20 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     print(f'Loading networks from "{network_pkl}"...')
     G = load_generator(network_pkl, device)
     synthesis_kwargs = {}   # Plugins add theirs here (they reach G.synthesis).
+    strips = None           # Canvases of --translate-strip, one image each.
+    if PLUGIN is not None:
+        canvas = PLUGIN.canvas_from_options(**canvas_flags)
+        strip = PLUGIN.parse_translate_strip(translate_strip)
+        if canvas is not None or strip is not None:
+            G = PLUGIN.with_canvas_support(G)
+        synthesis_kwargs = PLUGIN.synthesis_kwargs(canvas)
+        if strip is not None:
+            strips = PLUGIN.strip_canvases(canvas, *strip)
+
+    def write_strip(name, **latent):
+        """<name>-strip.png: the latent rendered on every canvas of the strip, side by side."""
+        frames = [to_uint8(synthesize(G, **latent, **PLUGIN.synthesis_kwargs(c)))[0] for c in strips]
+        save_png(np.concatenate(frames, axis=1), os.path.join(outdir, f'{name}-strip.png'))
 
     if projected_w is not None:
         if seeds is not None:
@@ -191,6 +229,8 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
                 img = to_uint8(synthesize(G, None, 1, noise_mode, ws=w.unsqueeze(0), **synthesis_kwargs))[0]
                 save_png(img, os.path.join(outdir, f'proj{idx:02d}.png'))
                 images.append(img)
+                if strips is not None:
+                    write_strip(f'proj{idx:02d}', label=None, truncation_psi=1, noise_mode=noise_mode, ws=w.unsqueeze(0))
     else:
         label = class_label(G, class_idx, device)
         os.makedirs(outdir, exist_ok=True)
@@ -203,11 +243,15 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
                 img = to_uint8(synthesize(G, label, truncation_psi, noise_mode, z=z, **synthesis_kwargs))[0]
                 save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
                 images.append(img)
+                if strips is not None:
+                    torch.manual_seed(seed)
+                    write_strip(f'seed{seed:04d}', label=label, truncation_psi=truncation_psi, noise_mode=noise_mode, z=z)
     if grid:
         if len({img.shape for img in images}) != 1:
             raise click.ClickException('The images differ in size, so they cannot be tiled into grid.png.')
         save_png(image_grid(np.stack(images)), os.path.join(outdir, 'grid.png'))
-    print(f'Wrote {len(images)} image{"s" if len(images) != 1 else ""}{" and grid.png" if grid else ""} to {outdir}.')
+    extras = (' and grid.png' if grid else '') + (f' and {len(images)} translate strip(s)' if strips is not None else '')
+    print(f'Wrote {len(images)} image{"s" if len(images) != 1 else ""}{extras} to {outdir}.')
 
 #----------------------------------------------------------------------------
 

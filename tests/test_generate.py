@@ -173,3 +173,69 @@ def test_grayscale_network_writes_grayscale_pngs(tmp_path):
     assert result.exit_code == 0, result.output
     img = PIL.Image.open(tmp_path / 'out' / 'seed0000.png')
     assert img.mode == 'L' and img.size == (16, 16)
+
+#----------------------------------------------------------------------------
+# The plugin's canvas flags (mspe_plugin is importable in the test environment).
+
+def tiny_mspe_generator():
+    from mspe_plugin import networks as pe_networks
+    torch.manual_seed(0)
+    return pe_networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=32, pe='mspe')).eval()
+
+def invoke_generate(args):
+    return CliRunner().invoke(generate.generate_images, args)
+
+def test_canvas_flags_render_shifted_zoomed_and_wider_images(tmp_path):
+    from mspe_plugin.encoding import Canvas
+    G = tiny_mspe_generator()
+    pkl = write_snapshot(G, tmp_path / 'mspe.pkl')
+    z = torch.from_numpy(np.random.RandomState(1).randn(1, G.z_dim)).float()
+    for flags, canvas, shape in [(['--shift=0,4'], Canvas(origin=(0, 4)), (16, 16, 3)),
+                                 (['--zoom=1.5'], Canvas(zoom=1.5), (24, 24, 3)),
+                                 (['--extent=0:16,-8:24'], Canvas(origin=(0, -8), size=(16, 32)), (16, 32, 3))]:
+        outdir = tmp_path / flags[0].split('=')[0].strip('-')
+        result = invoke_generate([f'--network={pkl}', '--seeds=1', f'--outdir={outdir}', '--device=cpu'] + flags)
+        assert result.exit_code == 0, result.output
+        with torch.no_grad():
+            expected = generate.to_uint8(G(z, torch.zeros([1, 0]), noise_mode='const', canvas=canvas))[0]
+        img = read_png(outdir / 'seed0001.png')
+        assert img.shape == shape
+        assert np.array_equal(img, expected)
+
+def test_translate_strip_moves_an_mspe_image_by_whole_coarse_pixels(tmp_path):
+    # Steps of R/4 = 4 px (one pixel of the coarsest 4x4 scale) are exact for MS-PE with
+    # noise off: frame k is frame 0 moved right by 4k px, 1.5 R away from the borders.
+    pkl = write_snapshot(tiny_mspe_generator(), tmp_path / 'mspe.pkl')
+    outdir = tmp_path / 'out'
+    result = invoke_generate([f'--network={pkl}', '--seeds=2', f'--outdir={outdir}', '--device=cpu',
+                              '--noise-mode=none', '--extent=-32:48,-32:48', '--translate-strip=3,4'])
+    assert result.exit_code == 0, result.output
+    strip = read_png(outdir / 'seed0002-strip.png').astype(int)
+    assert strip.shape == (80, 3 * 80, 3)
+    frames = [strip[:, 80 * k:80 * (k + 1)] for k in range(3)]
+    assert np.array_equal(frames[0], read_png(outdir / 'seed0002.png'))
+    for k in (1, 2):
+        moved, ref = frames[k][24:56, 24 + 4 * k:56], frames[0][24:56, 24:56 - 4 * k]
+        assert np.abs(moved - ref).max() <= 1, np.abs(moved - ref).max()
+    assert np.abs(frames[1] - frames[0]).max() > 10     # the content did move
+
+def test_canvas_flags_give_a_plain_host_pickle_canvas_support(tmp_path):
+    pkl = write_snapshot(tiny_generator(), tmp_path / 'net.pkl')
+    outdir = tmp_path / 'out'
+    result = invoke_generate([f'--network={pkl}', '--seeds=0', f'--outdir={outdir}', '--device=cpu', '--size=16x24'])
+    assert result.exit_code == 0, result.output
+    assert read_png(outdir / 'seed0000.png').shape == (16, 24, 3)
+
+@pytest.mark.parametrize('flags, expected', [
+    (['--translate-strip=1,2'], 'N >= 2 frames'),
+    (['--translate-strip=4'], '--translate-strip takes two numbers'),
+    (['--zoom=-1'], 'zoom'),
+    (['--extent=0:16,-8:24', '--shift=1,1'], '--extent sets the origin and size itself'),
+])
+def test_bad_canvas_flags_end_in_one_sentence(tmp_path, flags, expected):
+    pkl = write_snapshot(tiny_mspe_generator(), tmp_path / 'mspe.pkl')
+    result = invoke_generate([f'--network={pkl}', '--seeds=0', f'--outdir={tmp_path / "out"}'] + flags)
+    assert result.exit_code != 0
+    assert expected in result.output, result.output
+    assert 'Traceback' not in result.output
