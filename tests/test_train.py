@@ -372,3 +372,9 @@ def test_metrics_run_after_each_snapshot_and_are_logged(digits_zip, tmp_path, mo
         lines = [json.loads(line) for line in f]
     assert [line['snapshot_pkl'] for line in lines] == [os.path.basename(p) for p in snapshots(str(tmp_path))]
     assert all(math.isfinite(line['results']['fid64_full']) and line['results']['fid64_full'] > 0 for line in lines)
+
+def test_snapshot_labels_stay_distinct_for_runs_shorter_than_a_kimg():
+    from training.training_loop import snapshot_label
+    assert snapshot_label(8000, 4) == '000008' and snapshot_label(8000, 4, total_kimg=100) == '000008'
+    assert snapshot_label(32, 2, total_kimg=0.5) != snapshot_label(512, 2, total_kimg=0.5)
+    assert snapshot_label(512, 2, total_kimg=0.5) == '000000.512'

@@ -47,9 +47,12 @@ def default_device(rank=0):
         return torch.device('cuda', rank % torch.cuda.device_count())
     return torch.device('cpu')
 
-def snapshot_label(cur_nimg, kimg_per_tick):
-    """File-name label for a tick ending at `cur_nimg` images: '000004', or '000000.064'."""
-    if kimg_per_tick >= 1:
+def snapshot_label(cur_nimg, kimg_per_tick, total_kimg=None):
+    """File-name label for a tick ending at `cur_nimg` images: '000004' (upstream's whole kimg),
+    or '000000.064' when ticks or the run's length are fractions of a kimg (whole kimg would give
+    two snapshots one name)."""
+    whole = kimg_per_tick >= 1 and (total_kimg is None or float(total_kimg).is_integer())
+    if whole:
         return f'{cur_nimg // 1000:06d}'
     return f'{cur_nimg / 1000:010.3f}'
 
@@ -296,7 +299,11 @@ def training_loop(
             phases += [dnnlib.EasyDict(name=name + 'reg', module=module, opt=opt, interval=reg_interval)]
         optimizers[name] = opt
     if resume_progress and resume_data is not None:
-        state_path = os.path.join(run_dir, f'training-state-{snapshot_label(cur_nimg, kimg_per_tick)}.pkl')
+        # The state file carries its snapshot's label (which a changed --kimg must not rename).
+        state_name = os.path.basename(str(resume_pkl)).replace('network-snapshot-', 'training-state-', 1)
+        if not state_name.startswith('training-state-'):
+            state_name = f'training-state-{snapshot_label(cur_nimg, kimg_per_tick, total_kimg)}.pkl'
+        state_path = os.path.join(run_dir, state_name)
         _restore_training_state(state_path, cur_nimg, optimizers, loss, rank)
 
     # Image grids: reals, and fakes of fixed latents (the same latents after a resume).
@@ -408,7 +415,7 @@ def training_loop(
             # Collect this tick's statistics; stop before any snapshot when a loss diverged.
             stats_collector.update()
             stats_dict = stats_collector.as_dict()
-            label = snapshot_label(cur_nimg, kimg_per_tick)
+            label = snapshot_label(cur_nimg, kimg_per_tick, total_kimg)
             bad_losses = _non_finite_losses(stats_dict)
             bad_tensors = [] if bad_losses else _non_finite_tensors(dict(G=G, D=D, G_ema=G_ema))
             if bad_losses or bad_tensors:
