@@ -50,7 +50,7 @@ def main(max_shift, step, num, seed, models_dir, out):
         results[name] = rows
         frac = [r for r in rows if not float(r['shift']).is_integer()]
         print(f'{name:>9}: PSNR mean {np.mean([r["psnr"] for r in rows]):6.2f} dB '
-              f'(fractional {np.mean([r["psnr"] for r in frac]):6.2f}), SSIM mean {np.mean([r["ssim"] for r in rows]):.3f}, '
+              f'(fractional {np.mean([r["psnr"] for r in frac]) if frac else float("nan"):6.2f}), SSIM mean {np.mean([r["ssim"] for r in rows]):.3f}, '
               f'class agreement mean {np.mean([r["class_agreement"] for r in rows]):.3f}, min {min(r["class_agreement"] for r in rows):.3f}')
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)

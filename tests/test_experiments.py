@@ -1,0 +1,108 @@
+"""The experiment scripts' instruments and plumbing, on tiny models: the reference translation is
+exact for whole pixels, the similarity scores behave, the shift-consistency script runs end to
+end on all variants through one Canvas call, the DDPM trainer resumes, and the reconstruction
+script finds where a digit is."""
+
+import io
+import json
+import os
+import pickle
+import sys
+import zipfile
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import ROOT
+
+SCRIPTS = os.path.join(ROOT, 'scripts')
+if SCRIPTS not in sys.path:
+    sys.path.insert(0, SCRIPTS)
+
+import digit_models as dm  # noqa: E402
+
+torch.set_num_threads(1)
+
+def tiny_G(pe, seed=0, resolution=32):
+    from mspe_plugin import networks as pe_networks
+    torch.manual_seed(seed)
+    return pe_networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=resolution, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16, pe=pe)).eval()
+
+def test_reference_translation_is_exact_for_whole_pixels():
+    img = torch.randn(2, 3, 16, 16)
+    moved, mask = dm.translate_image(img, 0, 3)
+    # Sampling at (i, j + 3): output column j holds input column j + 3 where that exists.
+    assert torch.allclose(moved[:, :, :, :13], img[:, :, :, 3:], atol=1e-5)
+    assert mask[:, :13].all() and not mask[:, 13:].any()
+    half, half_mask = dm.translate_image(img, 0.5, 0)
+    assert half_mask.sum() < 16 * 16     # fractional taps need a margin
+
+def test_psnr_and_ssim_rank_identical_above_noisy_images():
+    a = torch.rand(2, 3, 16, 16) * 2 - 1
+    noisy = (a + 0.3 * torch.randn_like(a)).clamp(-1, 1)
+    assert (dm.psnr(a, a) > 90).all() and (dm.psnr(a, noisy) < 30).all()
+    assert torch.allclose(dm.ssim(a, a), torch.ones(2), atol=1e-4)
+    assert (dm.ssim(a, noisy) < 0.9).all()
+
+def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
+    import shift_consistency
+    models = tmp_path / 'models'
+    models.mkdir()
+    for name, pe in [('baseline', 'none'), ('sspe', 'sspe'), ('mspe', 'mspe')]:
+        with open(models / f'{name}.pkl', 'wb') as f:
+            pickle.dump(dict(G_ema=tiny_G(pe)), f)
+    out = tmp_path / 'sc'
+    result = CliRunner().invoke(shift_consistency.main, ['--models-dir', str(models), '--num', '2', '--step', '2',
+                                                         '--out', str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.load(open(f'{out}.json'))
+    assert sorted(data['models']) == ['baseline', 'mspe', 'sspe']
+    for rows in data['models'].values():
+        assert [r['shift'] for r in rows] == [0, 2, 4, 6, 8, 10, 12, 14, 16]     # 0 .. R/2
+        assert rows[0]['psnr'] > 90 and rows[0]['class_agreement'] == 1.0     # d = 0 compares G with itself
+    assert os.path.getsize(f'{out}.png') > 1000
+
+def write_zip(path, images, labels):
+    with zipfile.ZipFile(path, 'w') as zf:
+        entries = []
+        for i, (img, label) in enumerate(zip(images, labels)):
+            buf = io.BytesIO()
+            PIL.Image.fromarray(img).save(buf, format='png')
+            name = f'00000/img{i:08d}.png'
+            zf.writestr(name, buf.getvalue())
+            entries.append([name, int(label)])
+        zf.writestr('dataset.json', json.dumps(dict(labels=entries)))
+    return str(path)
+
+def test_ddpm_training_resumes_where_its_checkpoint_left(tmp_path):
+    import ddpm_train
+    rnd = np.random.RandomState(0)
+    images = np.zeros([8, 16, 16, 3], dtype=np.uint8)
+    images[:, 2:7, 2:7] = rnd.randint(100, 255, size=[8, 1, 1, 3])
+    data = write_zip(tmp_path / 'blocks.zip', images, range(8))
+    outdir = tmp_path / 'run'
+    common = ['--data', data, '--pe', 'mspe', '--outdir', str(outdir), '--batch', '4', '--channels', '8,16', '--snap', '1']
+    first = CliRunner().invoke(ddpm_train.main, common + ['--steps', '2'])
+    assert first.exit_code == 0, first.output
+    second = CliRunner().invoke(ddpm_train.main, common + ['--steps', '3', '--export', str(tmp_path / 'final.pt')])
+    assert second.exit_code == 0, second.output
+    assert 'Resumed from' in second.output and 'at step 2' in second.output
+    unet, config, step = ddpm_train.load_model(str(tmp_path / 'final.pt'))
+    assert step == 3 and config['pe'] == 'mspe' and unet.mspe.gamma.numel() > 0
+    other = CliRunner().invoke(ddpm_train.main, ['--data', data, '--pe', 'mspe', '--outdir', str(outdir), '--batch', '8',
+                                                 '--channels', '8,16', '--steps', '4'])
+    assert other.exit_code != 0 and 'other options' in other.output
+
+def test_centre_of_mass_finds_the_digit_quadrant():
+    import ddpm_reconstruct as rec
+    x = -torch.ones(3, 3, 32, 32)
+    x[0, 1, 20:28, 4:10] = 1        # bottom-left
+    x[1, 0, 3:9, 4:10] = 0.8        # upper-left
+    com = rec.centre_of_mass(x)
+    assert torch.allclose(com[0], torch.tensor([23.5, 6.5]), atol=1e-4)
+    assert rec.in_bottom_left(com, 32).tolist() == [True, False, False]
+    assert torch.isnan(com[2]).all()       # an empty image has no centre
