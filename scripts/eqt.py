@@ -2,6 +2,8 @@
 
     python scripts/eqt.py [--num 256] [--max-frac 0.125] [--out results/eqt.json]
 
+Writes the JSON and, beside it, a bar chart (<out without .json>.png).
+
 For each latent a random translation t (uniform in +-max_frac * R per axis) is applied to the
 canvas and compared with G(0) translated by t on the pixels both cover:
 EQ-T = 10 log10(I_max^2 / MSE) with I_max = 2 ([-1, 1] images), as in StyleGAN3 (Karras et al.
@@ -47,7 +49,26 @@ def main(num, max_frac, seed, models_dir, out):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(dict(num=num, max_frac=max_frac, models=results), f, indent=1)
-    print(f'wrote {out}')
+    figure = os.path.splitext(out)[0] + '.png'
+    plot(results, figure)
+    print(f'wrote {out} and {figure}')
+
+def plot(results, path):
+    """Bars of EQ-T and EQ-T_frac (dB) per model."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    names = list(results)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))
+    for offset, key, label in [(-0.2, 'eqt_int', 'EQ-T (integer)'), (0.2, 'eqt_frac', 'EQ-T_frac')]:
+        bars = ax.bar(x + offset, [results[n][key] for n in names], width=0.4, label=label)
+        ax.bar_label(bars, fmt='%.1f', fontsize=8)
+    ax.set_xticks(x, [dm.MODELS.get(n, n) for n in names])
+    ax.set_ylabel('PSNR (dB), higher = more equivariant')
+    ax.legend(loc='lower right')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 if __name__ == '__main__':
     main()
