@@ -13,7 +13,8 @@
 #
 # Every run lives in runs/digits/<name>/ and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
-# snapshot is copied to results/models/<name>.pkl, where the experiment scripts read it.
+# snapshot's G_ema goes to results/models/<name>.pkl (scripts/collect_digit_models.py), where the
+# experiment scripts read it.
 #
 # Why 32 px: the paper trains at 64 px; on 2 CPU cores a 64 px model costs ~4x the time per
 # image, so we keep the paper's layout (digit at half the canvas side, in the upper-left
@@ -67,7 +68,5 @@ for name in "${NAMES[@]}"; do
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg=cpu --cmax="$CMAX" $flags \
             --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none
     fi
-    latest=$(ls "$outdir"/*/network-snapshot-*.pkl | sort | tail -n 1)
-    cp "$latest" "results/models/$name.pkl"
-    echo "$name: $latest -> results/models/$name.pkl"
+    python scripts/collect_digit_models.py "$name"    # G_ema-only copy, its fakes, models.json
 done

@@ -1,0 +1,93 @@
+"""Copy the newest snapshot of each digit run (scripts/train_digits.sh) into results/models/.
+
+For every run folder runs/digits/<name>/<NNNNN-...>/ it writes results/models/<name>.pkl, a
+snapshot pickle that keeps only G_ema (and the training-set kwargs): about half the size of the
+full snapshot, and all that the experiment scripts, generate.py and projector.py need. Beside
+them: <name>-fakes.png (the run's newest image grid) and models.json (kimg, snapshot, speed, the
+exact training options).
+
+    python scripts/collect_digit_models.py                 # every model that has a run
+    python scripts/collect_digit_models.py mspe baseline
+"""
+
+import json
+import os
+import pickle
+import re
+import shutil
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HOST = os.path.join(ROOT, 'stylegan2_ada_vendor')
+if HOST not in sys.path:
+    sys.path.insert(0, HOST)
+
+import legacy  # noqa: E402
+
+RUNS = os.path.join(ROOT, 'runs', 'digits')
+OUT = os.path.join(ROOT, 'results', 'models')
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
+FAKES_RE = re.compile(r'^fakes(\d+(?:\.\d+)?)\.png$')
+
+def newest(run_dir, pattern):
+    found = [(float(m.group(1)), name) for name in os.listdir(run_dir) for m in [pattern.match(name)] if m]
+    return os.path.join(run_dir, max(found)[1]) if found else None
+
+def last_tick_speed(run_dir):
+    """sec/kimg of the run's last tick (from stats.jsonl), or None."""
+    path = os.path.join(run_dir, 'stats.jsonl')
+    if not os.path.isfile(path):
+        return None
+    lines = [json.loads(line) for line in open(path) if line.strip()]
+    if not lines:
+        return None
+    return round(lines[-1].get('Timing/sec_per_kimg', {}).get('mean', float('nan')), 1)
+
+def collect(name):
+    outdir = os.path.join(RUNS, name)
+    runs = sorted(d for d in os.listdir(outdir) if os.path.isfile(os.path.join(outdir, d, 'training_options.json'))) if os.path.isdir(outdir) else []
+    if not runs:
+        print(f'{name}: no run in {outdir}; train it with scripts/train_digits.sh {name}')
+        return None
+    run_dir = os.path.join(outdir, runs[-1])
+    snapshot = newest(run_dir, SNAPSHOT_RE)
+    if snapshot is None:
+        print(f'{name}: {run_dir} has no snapshot yet')
+        return None
+    with open(snapshot, 'rb') as f:
+        data = legacy.load_network_pkl(f)
+    os.makedirs(OUT, exist_ok=True)
+    dest = os.path.join(OUT, f'{name}.pkl')
+    tmp = dest + '.tmp'
+    with open(tmp, 'wb') as f:
+        pickle.dump(dict(G_ema=data['G_ema'], training_set_kwargs=data['training_set_kwargs'],
+                         progress=data.get('progress')), f)
+    os.replace(tmp, dest)
+    fakes = newest(run_dir, FAKES_RE)
+    if fakes is not None:
+        shutil.copyfile(fakes, os.path.join(OUT, f'{name}-fakes.png'))
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    kimg = (data.get('progress') or {}).get('cur_nimg', 0) / 1000
+    print(f'{name}: {os.path.relpath(snapshot, ROOT)} ({kimg:g} kimg) -> {os.path.relpath(dest, ROOT)}')
+    return dict(kimg=round(kimg, 3), snapshot=os.path.relpath(snapshot, ROOT), run=os.path.basename(run_dir),
+                seconds_per_kimg=last_tick_speed(run_dir), G_kwargs=options.get('G_kwargs'),
+                batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'))
+
+def main(names):
+    names = names or sorted(d for d in os.listdir(RUNS)) if os.path.isdir(RUNS) else names
+    path = os.path.join(OUT, 'models.json')
+    record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
+    for name in names:
+        info = collect(name)
+        if info is not None:
+            record['models'][name] = info
+    record['command'] = 'bash scripts/train_digits.sh'
+    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
+                          'batch 32, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
+                          'mspe_rs --pe=mspe --pe-resize=0.75,1.5')
+    os.makedirs(OUT, exist_ok=True)
+    with open(path, 'w') as f:
+        json.dump(record, f, indent=1)
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

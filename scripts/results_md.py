@@ -1,0 +1,202 @@
+"""Write results/README.md (every number, figure and command) from the experiment scripts' JSON
+files, and the summary section of the top-level README between its results markers. No number
+is typed by hand: each one is read from a file a script wrote.
+
+    python scripts/results_md.py            # after the experiment scripts (see results/README.md)
+"""
+
+import json
+import os
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, 'results')
+BEGIN, END = '<!-- results:begin (scripts/results_md.py) -->', '<!-- results:end -->'
+LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize',
+          'none': 'Baseline DDPM'}
+
+def load(name):
+    path = os.path.join(RESULTS, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+def table(header, rows):
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+def label(name):
+    return LABELS.get(name, name)
+
+#----------------------------------------------------------------------------
+
+def models_section():
+    info = load('models/models.json')
+    if info is None:
+        return None
+    rows = [[label(n), m['kimg'], m['snapshot'], m['seconds_per_kimg']] for n, m in info['models'].items()]
+    return '\n'.join(['## The digit models', '',
+        f'`{info["command"]}`: colour MNIST (test split) in the upper-left quadrant, 32 px, '
+        f'{info["settings"]}.', '',
+        table(['model', 'kimg', 'snapshot', 's/kimg (last tick, 1 core, shared)'], rows), '',
+        'Their training grids: ' + ', '.join(f'`results/models/{n}-fakes.png`' for n in info['models']) + '.'])
+
+def classifier_section():
+    d = load('digit_classifier.json')
+    if d is None:
+        return None
+    acc = d['accuracy']
+    rows = [[k, f'{v:.4f}'] for k, v in acc.items()]
+    return '\n'.join(['## The measuring instrument: a position-robust digit classifier', '',
+        f'`{d["command"]}`: trained on MNIST test digits {d["train"]["train_digits"][0]}..{d["train"]["train_digits"][1] - 1} '
+        f'with random placement, scale and colour; accuracy on the held-out digits '
+        f'{d["heldout_digits"][0]}..{d["heldout_digits"][1] - 1} at every placement (min {d["min_accuracy"]:.4f}):', '',
+        table(['placement / canvas / colour', 'accuracy'], rows)])
+
+def shift_summary(d):
+    rows = []
+    for name, curve in d['models'].items():
+        ints = [r for r in curve if float(r['shift']).is_integer() and r['shift'] > 0]
+        fracs = [r for r in curve if not float(r['shift']).is_integer()]
+        at = {r['shift']: r for r in curve}
+        rows.append([label(name),
+                     f'{np.mean([r["psnr"] for r in ints]):.2f}', f'{np.mean([r["psnr"] for r in fracs]):.2f}' if fracs else '-',
+                     f'{at[8.0]["psnr"]:.2f}' if 8.0 in at else '-', f'{at[8.5]["psnr"]:.2f}' if 8.5 in at else '-',
+                     f'{np.mean([r["ssim"] for r in curve if r["shift"] > 0]):.3f}',
+                     f'{np.mean([r["class_agreement"] for r in curve if r["shift"] > 0]):.3f}',
+                     f'{min(r["class_agreement"] for r in curve):.3f}'])
+    return table(['model', 'PSNR int. d>0', 'PSNR frac. d', 'PSNR d=8', 'PSNR d=8.5', 'SSIM d>0', 'class agr. d>0', 'class agr. min'], rows)
+
+def shift_section():
+    d = load('shift_consistency.json')
+    if d is None:
+        return None
+    return '\n'.join(['## Shift consistency (paper Fig. 2d)', '',
+        f'`python scripts/shift_consistency.py`: {d["num"]} latents per model, shifts 0..16 px '
+        f'(R/2, the paper\'s 0..32 px at 64 px) in {d["step"]} px steps along the diagonal; '
+        'G on the moved canvas against G(0) translated by d (Lanczos-3, exact for whole pixels), '
+        'on the pixels both cover. d = 8 px is one pixel of the 4x4 constant.', '',
+        shift_summary(d), '', '![shift consistency](shift_consistency.png)'])
+
+def eqt_section():
+    d = load('eqt.json')
+    if d is None:
+        return None
+    rows = [[label(n), f'{s["eqt_int"]:.2f}', f'{s["eqt_frac"]:.2f}'] for n, s in d['models'].items()]
+    return '\n'.join(['## EQ-T (StyleGAN3\'s translation equivariance)', '',
+        f'`python scripts/eqt.py`: {d["num"]} latents, one random translation each within '
+        f'+-{d["max_frac"]} R per axis, PSNR (dB) of G on the moved canvas against G(0) translated.', '',
+        table(['model', 'EQ-T (integer)', 'EQ-T_frac'], rows), '', '![EQ-T](eqt.png)'])
+
+def noise_section():
+    d = load('noise_std.json')
+    if d is None:
+        return None
+    rows = [[label(n), f'{s["mean_std"]:.4f}', f'{s["max_pixel_std"]:.4f}'] for n, s in d['models'].items()]
+    return '\n'.join(['## Noise dependence (paper Fig. 4)', '',
+        f'`python scripts/noise_std.py`: per-pixel std of the image over {d["noises"]} noise maps for '
+        f'{d["num"]} fixed latents per model (images in [-1, 1]).', '',
+        table(['model', 'mean std', 'max pixel std'], rows), '', '![noise std](noise_std.png)'])
+
+def strip_section():
+    d = load('translate_strip.json')
+    if d is None:
+        return None
+    rows = [[label(n)] + [f'{v:.2f}' for v in agr] for n, agr in d['class_agreement_with_column0'].items()]
+    return '\n'.join(['## Translate strips (paper Fig. 1 / 2)', '',
+        f'`python scripts/translate_strip.py`: {d["num"]} latents per model, canvas moved by k * {d["step"]} px '
+        'along both axes; the table: fraction of digits the classifier reads as in column 0.', '',
+        table(['model'] + [f'{s:g} px' for s in d['shifts']], rows), '', '![translate strip](translate_strip.png)'])
+
+def multiscale_section():
+    d = load('multiscale.json')
+    if d is None:
+        return None
+    keys = list(next(iter(d['models'].values())))
+    rows = [[label(n)] + [f'{s[k]:.1f}' for k in keys] for n, s in d['models'].items()]
+    return '\n'.join(['## Multi-scale and beyond the border (paper Fig. 6-8, Table 1)', '',
+        f'`python scripts/multiscale.py --data=datasets/mnist-ul32.zip`: {d["num"]} images per model and canvas; '
+        f'{d["metric"]} against the dataset rendered on the same canvas (lower is better). Canvases: '
+        'zoom 1, 1.5, 2; 2x width; `[-0.5 W, 1.5 W]`.', '',
+        table(['model'] + keys, rows), '', '![multiscale](multiscale.png)'])
+
+def inversion_section():
+    d = load('inversion_shift.json')
+    if d is None:
+        return None
+    cfg, summary = d['config'], d['summary']
+    modes = cfg['modes']
+    header = ['case', 'model'] + [f'{m} {q}' for m in modes for q in ('PSNR', 'SSIM', 'agree')]
+    rows = []
+    for case, per_model in summary.items():
+        for model, per_mode in per_model.items():
+            rows.append([case, label(model)] + [f'{per_mode[m][q]:.3f}' if q != 'psnr' else f'{per_mode[m][q]:.2f}'
+                                                for m in modes for q in ('psnr', 'ssim', 'agreement')])
+    return '\n'.join(['## Inversion of shifted and zoomed digits (paper Fig. 5 analog)', '',
+        f'`{cfg["command"]}`: {cfg["num_real"]} real + {cfg["num_gen"]} generated digit(s) per model, '
+        f'{cfg["num_steps"]} projection steps in {cfg["space"]}, loss {cfg["loss"]}; shifts of {cfg["shift"]} px. '
+        '`known`: projected onto the canvas of the case; `fit`: canvas origin and zoom fitted. '
+        '`agree`: the classifier reads the target\'s digit in the reconstruction.', '',
+        table(header, rows), '', '![inversion](inversion_shift.png)'])
+
+def ddpm_section():
+    d = load('ddpm_reconstruct.json')
+    if d is None:
+        return None
+    names = list(d['models'])
+    ts = [r['t'] for r in d['models'][names[0]]['rows']]
+    rows = []
+    for name in names:
+        res = d['models'][name]
+        rows.append([label(name) + f' ({res["train_steps"]} steps)', 'kept bottom-left'] + [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']])
+        rows.append(['', 'class agreement'] + [f'{r["class_agreement"]:.2f}' for r in res['rows']])
+    return '\n'.join(['## DDPM reconstruction at an unseen position (paper Fig. 9)', '',
+        f'`{d["command"]}`: {d["num"]} held-out digits (MNIST {d["first"]}..) in the bottom-left quadrant '
+        f'({d["input_kept_bottom_left"]:.2f} of the inputs have their centre of mass there), encoded to t and decoded '
+        f'by the reverse process (stride {d["stride"]}), {d["seeds"]} seeds each.', '',
+        table(['model', 'measure'] + [f't={t}' for t in ts], rows), '',
+        '![DDPM reconstructions](ddpm_reconstruct.png)', '', '![kept bottom-left vs t](ddpm_reconstruct-curve.png)'])
+
+SECTIONS = [models_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
+            multiscale_section, inversion_section, ddpm_section]
+
+def main():
+    parts = ['# Results', '',
+             'Every number below was printed into a JSON file by the script named with it; this page is '
+             'generated from those files by `python scripts/results_md.py`. Runs on 2 CPU cores.']
+    missing = []
+    for section in SECTIONS:
+        text = section()
+        if text is None:
+            missing.append(section.__name__.replace('_section', ''))
+        else:
+            parts += ['', text]
+    if missing:
+        parts += ['', f'Not yet produced: {", ".join(missing)}.']
+    with open(os.path.join(RESULTS, 'README.md'), 'w') as f:
+        f.write('\n'.join(parts) + '\n')
+
+    # Summary in the top-level README: the headline tables, with links into results/README.md.
+    summary = []
+    for section in (shift_section, eqt_section, noise_section, ddpm_section):
+        text = section()
+        if text is not None:
+            lines = text.replace('](', '](results/').split('\n')
+            lines[0] = '#' + lines[0]
+            summary += lines + ['']
+    readme_path = os.path.join(ROOT, 'README.md')
+    readme = open(readme_path).read()
+    if BEGIN in readme and END in readme:
+        head, rest = readme.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        readme = head + BEGIN + '\n' + '\n'.join(summary) + END + tail
+        with open(readme_path, 'w') as f:
+            f.write(readme)
+    print(f'wrote results/README.md ({len(SECTIONS) - len(missing)} sections; missing: {", ".join(missing) or "none"}) '
+          f'and the README summary')
+
+if __name__ == '__main__':
+    main()
