@@ -212,6 +212,36 @@ def test_mspe_config_trains_through_the_plugin_hook_resuming_a_baseline(digits_z
     assert torch.corrcoef(torch.stack([start, after]))[0, 1] > 0.99
     assert_generates(G_mspe)
 
+BLOCK_PLUGIN_AND_GENERATE = r"""
+import sys
+sys.modules['mspe_plugin'] = None          # `import mspe_plugin` now fails, as in a checkout without it
+sys.path.insert(0, sys.argv[1])
+import numpy as np, torch, legacy
+with open(sys.argv[2], 'rb') as f:
+    G = legacy.load_network_pkl(f)['G_ema']
+z = torch.from_numpy(np.random.RandomState(5).randn(2, G.z_dim)).float()
+np.save(sys.argv[3], G(z, torch.zeros([2, G.c_dim]), noise_mode='const').detach().numpy())
+print(type(G.synthesis).__module__, G.synthesis.pe)
+"""
+
+def test_cfg_mspe_snapshot_generates_where_mspe_plugin_cannot_be_imported(digits_zip, tmp_path):
+    pytest.importorskip('mspe_plugin.register')
+    result = run_train(tmp_path / 'runs', f'--data={digits_zip}', '--cfg=mspe', '--cmax=32', '--metrics=none', '--batch=16',
+                       '--tick=0.032', '--snap=1', '--kimg=0.032', '--aug=noaug')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    assert '-auto-' in run_dir and run_dir.endswith('-mspe')     # --cfg=mspe: the auto settings plus MS-PE
+    snapshot = snapshots(run_dir)[-1]
+    out = tmp_path / 'images.npy'
+    child = subprocess.run([sys.executable, '-c', BLOCK_PLUGIN_AND_GENERATE, HOST, snapshot, str(out)],
+                           capture_output=True, text=True, env=ENV_ONE_THREAD, timeout=120, cwd=str(tmp_path))
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split()[-1] == 'mspe'
+    G = load_snapshot(snapshot)['G_ema']
+    z = torch.from_numpy(np.random.RandomState(5).randn(2, G.z_dim)).float()
+    expected = G(z, torch.zeros([2, G.c_dim]), noise_mode='const').detach().numpy()
+    assert np.array_equal(np.load(out), expected)
+
 #----------------------------------------------------------------------------
 # The loss.
 
