@@ -42,12 +42,15 @@ MODELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 
 def foreground_mass(images, threshold=0.2):
     """Per-image foreground weight map [N, H, W]: brightness (max over channels, in [0, 1])
-    above `threshold`, so the black background counts for nothing.
+    more than `threshold` above the image's median brightness. The digit covers far less than
+    half of the canvas, so the median is the background's level: a black background and a
+    tinted one (as an undertrained DDPM draws) both count for nothing.
 
     :param images: float [N, 3, H, W] in [-1, 1].
     """
     v = ((images.clamp(-1, 1) + 1) / 2).amax(dim=1)
-    return (v - threshold).clamp_min(0)
+    background = v.flatten(1).median(dim=1).values[:, None, None]
+    return (v - background - threshold).clamp_min(0)
 
 def centre_of_mass(images, threshold=0.2):
     """(y, x) centre of mass [N, 2] of each image's foreground in pixels; NaN for an empty image."""

@@ -160,8 +160,32 @@ def ddpm_section():
         table(['model', 'measure'] + [f't={t}' for t in ts], rows), '',
         '![DDPM reconstructions](ddpm_reconstruct.png)', '', '![kept bottom-left vs t](ddpm_reconstruct-curve.png)'])
 
+def bench_section():
+    parts = []
+    d = load('bench_pe_overhead.json')
+    if d is not None:
+        rows = [[f'{r["res"]} px', r['batch'], f'{r["seconds"]["host"] * 1e3:.1f}', f'{r["seconds"]["none"] * 1e3:.1f}',
+                 f'{r["seconds"]["mspe"] * 1e3:.1f}', f'{r["mspe_vs_none_percent"]:+.1f}%', f'{r["mspe_vs_host_percent"]:+.1f}%']
+                for r in d['rows']]
+        parts += [f'`{d["command"].strip()}` ({d["device"]}, {d["threads"]} thread(s)): one G+D training step (main '
+                  'phases), the variants interleaved step by step, median ms.', '',
+                  table(['res', 'batch', 'host G', '--pe=none', '--pe=mspe', 'MS-PE vs none', 'MS-PE vs host'], rows)]
+    d = load('bench_host.json')
+    if d is not None:
+        rows = [[f'{r["res"]} px', r['batch'], f'{r["g_fwd_fused_img_s"]:.1f}', f'{r["g_fwd_nonfused_img_s"]:.1f}',
+                 f'{r["gd_fwd_bwd_img_s"]:.1f}'] for r in d['rows']]
+        parts += ['', f'`python scripts/bench_host.py --out results/bench_host.json` ({d["device"]}, {d["threads"]} threads), img/s:', '',
+                  table(['res', 'batch', 'G fwd fused', 'G fwd non-fused', 'G+D fwd+bwd'], rows)]
+    d = load('bench_train.json')
+    if d is not None:
+        rows = [[str(v) for v in r.values()] for r in d['results']]
+        parts += ['', f'`{d["command"]}`:', '', table(list(d['results'][0].keys()), rows)]
+    if not parts:
+        return None
+    return '\n'.join(['## Speed', ''] + parts)
+
 SECTIONS = [models_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
-            multiscale_section, inversion_section, ddpm_section]
+            multiscale_section, inversion_section, ddpm_section, bench_section]
 
 def main():
     parts = ['# Results', '',
@@ -181,7 +205,8 @@ def main():
 
     # Summary in the top-level README: the headline tables, with links into results/README.md.
     summary = []
-    for section in (shift_section, eqt_section, noise_section, ddpm_section):
+    for section in (shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
+                    bench_section):
         text = section()
         if text is not None:
             lines = text.replace('](', '](results/').split('\n')

@@ -106,3 +106,6 @@ def test_centre_of_mass_finds_the_digit_quadrant():
     assert torch.allclose(com[0], torch.tensor([23.5, 6.5]), atol=1e-4)
     assert rec.in_bottom_left(com, 32).tolist() == [True, False, False]
     assert torch.isnan(com[2]).all()       # an empty image has no centre
+    tinted = x.clone()
+    tinted[tinted == -1] = -0.2            # a grey background: still the digit's centre
+    assert torch.allclose(rec.centre_of_mass(tinted)[:2], com[:2], atol=1e-4)
