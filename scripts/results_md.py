@@ -42,7 +42,8 @@ def models_section():
         f'`{info["command"]}`: colour MNIST (test split) in the upper-left quadrant, 32 px, '
         f'{info["settings"]}.', '',
         table(['model', 'kimg', 'snapshot', 's/kimg (last tick, 1 core, shared)'], rows), '',
-        'Their training grids: ' + ', '.join(f'`results/models/{n}-fakes.png`' for n in info['models']) + '.'])
+        'Their training grids: ' + ', '.join(f'`results/models/{n}-fakes.png`' for n in info['models']) + '.']
+        + (['', info['note']] if info.get('note') else []))
 
 def classifier_section():
     d = load('digit_classifier.json')

@@ -28,7 +28,7 @@ other_lane() {
     else
         echo "skipping ddpm_reconstruct.py: results/ddpm/ddpm-{none,mspe}.pt missing (train them with scripts/ddpm_train.py)"
     fi
-    python scripts/inversion_shift.py --num-steps=100
+    python scripts/inversion_shift.py --num-steps=80
 }
 gan_lane > runs/experiments-gan.log 2>&1 &
 gan=$!

@@ -27,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KIMG=${KIMG:-100}
+KIMG=${KIMG:-80}
 SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
 CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
