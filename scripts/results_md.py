@@ -169,18 +169,24 @@ def bench_section():
                  f'{r["seconds"]["mspe"] * 1e3:.1f}', f'{r["mspe_vs_none_percent"]:+.1f}%', f'{r["mspe_vs_host_percent"]:+.1f}%']
                 for r in d['rows']]
         parts += [f'`{d["command"].strip()}` ({d["device"]}, {d["threads"]} thread(s)): one G+D training step (main '
-                  'phases), the variants interleaved step by step, median ms.', '',
+                  'phases), the variants interleaved step by step (so a busy machine slows all three alike), median ms.', '',
                   table(['res', 'batch', 'host G', '--pe=none', '--pe=mspe', 'MS-PE vs none', 'MS-PE vs host'], rows)]
     d = load('bench_host.json')
     if d is not None:
         rows = [[f'{r["res"]} px', r['batch'], f'{r["g_fwd_fused_img_s"]:.1f}', f'{r["g_fwd_nonfused_img_s"]:.1f}',
                  f'{r["gd_fwd_bwd_img_s"]:.1f}'] for r in d['rows']]
-        parts += ['', f'`python scripts/bench_host.py --out results/bench_host.json` ({d["device"]}, {d["threads"]} threads), img/s:', '',
+        parts += ['', f'`python scripts/bench_host.py --threads={d["threads"]} --out results/bench_host.json` ({d["device"]}, '
+                  'cpu preset widths, z 128), img/s:', '',
                   table(['res', 'batch', 'G fwd fused', 'G fwd non-fused', 'G+D fwd+bwd'], rows)]
     d = load('bench_train.json')
     if d is not None:
-        rows = [[str(v) for v in r.values()] for r in d['results']]
-        parts += ['', f'`{d["command"]}`:', '', table(list(d['results'][0].keys()), rows)]
+        keys = ['resolution', 'batch', 'aug', 'kimg', 'sec_per_kimg', 'kimg_per_hour']
+        rows = [[r[k] for k in keys] for r in d['results']]
+        m = d['machine']
+        parts += ['', f'`{d["command"]}`: the `cpu` preset trained for a few ticks, {m["cpu_count"]} cores, '
+                  f'{m["torch_threads"]} torch threads; load average before {m["load_average_before"][0]}, after '
+                  f'{m["load_average_after"][0]} (another job held one core: the figures are a lower bound).', '',
+                  table(keys, rows)]
     if not parts:
         return None
     return '\n'.join(['## Speed', ''] + parts)
