@@ -57,8 +57,10 @@ for name in "${NAMES[@]}"; do
     if ls "$outdir"/*/training_options.json >/dev/null 2>&1; then
         run_dir=$(ls -d "$outdir"/*/ | sort | tail -n 1)
         if ls "$run_dir"network-snapshot-*.pkl >/dev/null 2>&1; then
-            # --resume-run refuses a run that already reached KIMG; then there is nothing to do.
-            python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$KIMG" || true
+            # --resume-run refuses a run that already reached KIMG (nothing to do); a crash is told
+            # too, and its newest snapshot is still collected below.
+            python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$KIMG" \
+                || echo "$name: train.py ended with an error (see above; 'already reached' means the run is done)
         else
             rm -rf "$run_dir"    # died before its first snapshot: nothing to keep
         fi
