@@ -60,7 +60,7 @@ for name in "${NAMES[@]}"; do
             # --resume-run refuses a run that already reached KIMG (nothing to do); a crash is told
             # too, and its newest snapshot is still collected below.
             python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$KIMG" \
-                || echo "$name: train.py ended with an error (see above; 'already reached' means the run is done)
+                || echo "$name: train.py ended with an error (see above; 'already reached' means the run is done)"
         else
             rm -rf "$run_dir"    # died before its first snapshot: nothing to keep
         fi
