@@ -157,7 +157,9 @@ def ddpm_section():
     return '\n'.join(['## DDPM reconstruction at an unseen position (paper Fig. 9)', '',
         f'`{d["command"]}`: {d["num"]} held-out digits (MNIST {d["first"]}..) in the bottom-left quadrant '
         f'({d["input_kept_bottom_left"]:.2f} of the inputs have their centre of mass there), encoded to t and decoded '
-        f'by the reverse process (stride {d["stride"]}), {d["seeds"]} seeds each.', '',
+        f'by the reverse process (stride {d["stride"]}), {d["seeds"]} seeds each. The models: '
+        '`results/ddpm/ddpm-{none,mspe}.pt`, trained by `scripts/ddpm_train.py` (commands in its docstring; '
+        'their samples: `results/ddpm/ddpm-*-samples.png`).', '',
         table(['model', 'measure'] + [f't={t}' for t in ts], rows), '',
         '![DDPM reconstructions](ddpm_reconstruct.png)', '', '![kept bottom-left vs t](ddpm_reconstruct-curve.png)'])
 
