@@ -74,7 +74,10 @@ def collect(name):
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'))
 
 def main(names):
-    names = names or sorted(d for d in os.listdir(RUNS)) if os.path.isdir(RUNS) else names
+    if not names:
+        names = sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []
+    if not names:
+        raise SystemExit(f'No digit runs in {RUNS}: train them with scripts/train_digits.sh first.')
     path = os.path.join(OUT, 'models.json')
     record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
     for name in names:
