@@ -109,3 +109,23 @@ def test_centre_of_mass_finds_the_digit_quadrant():
     tinted = x.clone()
     tinted[tinted == -1] = -0.2            # a grey background: still the digit's centre
     assert torch.allclose(rec.centre_of_mass(tinted)[:2], com[:2], atol=1e-4)
+
+def test_diversity_instrument_tells_collapse_from_the_data():
+    """digit_diversity.py's numbers: real colour digits cover ~10 classes; one digit repeated
+    (a mode-collapsed generator) covers 1 class, has zero pixel spread and a larger Frechet
+    distance to the data."""
+    from conftest import MNIST_DIR
+    import digit_classifier as dc
+    import digit_diversity
+    clf = dc.load_classifier(device='cpu')
+    digits, _labels = dc.load_mnist(MNIST_DIR)
+    rng = np.random.default_rng(0)
+    to_float = lambda u8: torch.from_numpy(u8).float() / 127.5 - 1
+    ref = dc.features(clf, to_float(dc.place_digits(digits[9000:9200], 32, 'upper-left', 0.5, True, rng))).double().numpy()
+    real = to_float(dc.place_digits(digits[9200:9400], 32, 'upper-left', 0.5, True, rng))
+    collapsed = real[:1].repeat(200, 1, 1, 1)
+    good, bad = digit_diversity.verdict(real, clf, ref), digit_diversity.verdict(collapsed, clf, ref)
+    assert good['classes'] > 8 and good['confident'] > 0.9
+    assert bad['classes'] == pytest.approx(1.0) and bad['pixel_std'] == 0
+    assert bad['frechet'] > 5 * good['frechet']
+    assert len(good['histogram']) == 10 and sum(good['histogram']) == pytest.approx(1.0, abs=1e-3)

@@ -1,0 +1,92 @@
+"""Does a digit generator draw clean, diverse digits? The digit classifier's verdict on its fakes.
+
+For each snapshot (a network pickle, or every snapshot of a run folder) it renders N fakes of
+G_ema (psi=1, const noise, seeds 0..N-1) and reports, with the classifier of
+scripts/digit_classifier.py:
+  classes        how many digit classes the fakes cover: exp(entropy of the predicted-class
+                 histogram), 10 = uniform over 0-9, 1 = every fake is the same digit (collapse);
+  confident      fraction of fakes the classifier calls a digit with probability > 0.9;
+  frechet        Frechet distance between classifier features of the fakes and of as many
+                 dataset images (lower = closer to the data);
+  pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes).
+With no snapshot it prints the dataset's own row (other real images in place of the fakes):
+the reference for what a generator that draws the data would score.
+
+    python scripts/digit_diversity.py runs/digits/mspe/00000-...            # every snapshot of a run
+    python scripts/digit_diversity.py results/models/*.pkl --json out.json
+"""
+
+import argparse
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import digit_models  # noqa: E402  (puts the host on sys.path)
+import digit_classifier  # noqa: E402
+import legacy  # noqa: E402
+from multiscale import frechet_distance, load_real  # noqa: E402
+
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
+
+def snapshots(paths):
+    """Expand run folders into their snapshots (in training order); keep pickles as given."""
+    out = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted((float(m.group(1)), name) for name in os.listdir(path) for m in [SNAPSHOT_RE.match(name)] if m)
+            if not found:
+                raise SystemExit(f'{path} holds no network-snapshot-*.pkl: pass a run folder or a pickle.')
+            out += [os.path.join(path, name) for _, name in found]
+        elif os.path.isfile(path):
+            out.append(path)
+        else:
+            raise SystemExit(f'{path} does not exist: pass a run folder or a network pickle.')
+    return out
+
+def verdict(images, clf, real_feats):
+    """The four numbers for images [N, C, H, W] in [-1, 1]."""
+    labels, probs = digit_classifier.classify(clf, images)
+    hist = torch.bincount(labels.cpu(), minlength=10).double() / len(labels)
+    nz = hist[hist > 0]
+    feats = digit_classifier.features(clf, images).cpu().double().numpy()
+    return dict(classes=float(torch.exp(-(nz * nz.log()).sum())),
+                confident=float((probs.max(dim=1).values > 0.9).double().mean()),
+                frechet=float(frechet_distance(feats, real_feats)),
+                pixel_std=float(images.std(dim=0).mean()),
+                histogram=[round(float(h), 4) for h in hist])
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('snapshots', nargs='*', help='network pickles or run folders')
+    parser.add_argument('--data', default='datasets/mnist-ul32.zip', help='the training dataset (for the Frechet reference)')
+    parser.add_argument('--num', type=int, default=500, help='fakes per snapshot')
+    parser.add_argument('--classifier', default=None, help='default results/digit_classifier.pt')
+    parser.add_argument('--json', default=None, help='also write the rows here')
+    args = parser.parse_args()
+
+    device = digit_models.pick_device()
+    clf = digit_classifier.load_classifier(args.classifier, device=device)
+    real = load_real(args.data, 2 * args.num)
+    real_feats = digit_classifier.features(clf, real[:args.num]).cpu().double().numpy()
+    rows = {}
+    if not args.snapshots:
+        rows[args.data] = verdict(real[args.num:], clf, real_feats)    # disjoint real images
+    for path in snapshots(args.snapshots):
+        with open(path, 'rb') as f:
+            G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
+        ws = digit_models.latents(G, args.num, seed=0)
+        rows[path] = verdict(digit_models.render(G, ws), clf, real_feats)
+    for path, r in rows.items():
+        print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  '
+              f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(num=args.num, data=args.data, rows=rows), f, indent=1)
+
+if __name__ == '__main__':
+    main()
