@@ -8,6 +8,8 @@ exact training options).
 
     python scripts/collect_digit_models.py                 # every model that has a run
     python scripts/collect_digit_models.py mspe baseline
+    python scripts/collect_digit_models.py --kimg=120      # the snapshot at 120 kimg of every run
+                                                           # (one common length for all models)
 """
 
 import json
@@ -43,16 +45,24 @@ def last_tick_speed(run_dir):
         return None
     return round(lines[-1].get('Timing/sec_per_kimg', {}).get('mean', float('nan')), 1)
 
-def collect(name):
+def at_kimg(run_dir, kimg):
+    """The run's snapshot whose label is `kimg` (labels are whole kimg), or None."""
+    for name in os.listdir(run_dir):
+        m = SNAPSHOT_RE.match(name)
+        if m and abs(float(m.group(1)) - kimg) < 1e-6:
+            return os.path.join(run_dir, name)
+    return None
+
+def collect(name, kimg=None):
     outdir = os.path.join(RUNS, name)
     runs = sorted(d for d in os.listdir(outdir) if os.path.isfile(os.path.join(outdir, d, 'training_options.json'))) if os.path.isdir(outdir) else []
     if not runs:
         print(f'{name}: no run in {outdir}; train it with scripts/train_digits.sh {name}')
         return None
     run_dir = os.path.join(outdir, runs[-1])
-    snapshot = newest(run_dir, SNAPSHOT_RE)
+    snapshot = newest(run_dir, SNAPSHOT_RE) if kimg is None else at_kimg(run_dir, kimg)
     if snapshot is None:
-        print(f'{name}: {run_dir} has no snapshot yet')
+        print(f'{name}: {run_dir} has no snapshot ' + ('yet' if kimg is None else f'at {kimg:g} kimg'))
         return None
     with open(snapshot, 'rb') as f:
         data = legacy.load_network_pkl(f)
@@ -63,7 +73,9 @@ def collect(name):
         pickle.dump(dict(G_ema=data['G_ema'], training_set_kwargs=data['training_set_kwargs'],
                          progress=data.get('progress')), f)
     os.replace(tmp, dest)
-    fakes = newest(run_dir, FAKES_RE)
+    label = SNAPSHOT_RE.match(os.path.basename(snapshot)).group(1)
+    fakes = os.path.join(run_dir, f'fakes{label}.png')
+    fakes = fakes if os.path.isfile(fakes) else newest(run_dir, FAKES_RE)
     if fakes is not None:
         shutil.copyfile(fakes, os.path.join(OUT, f'{name}-fakes.png'))
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
@@ -73,7 +85,7 @@ def collect(name):
                 seconds_per_kimg=last_tick_speed(run_dir), G_kwargs=options.get('G_kwargs'),
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'))
 
-def main(names):
+def main(names, kimg=None):
     if not names:
         names = sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []
     if not names:
@@ -81,16 +93,21 @@ def main(names):
     path = os.path.join(OUT, 'models.json')
     record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
     for name in names:
-        info = collect(name)
+        info = collect(name, kimg)
         if info is not None:
             record['models'][name] = info
     record['command'] = 'bash scripts/train_digits.sh'
-    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
-                          'batch 32, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
+    record['settings'] = ('--cfg=cifar --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
+                          'batch 64, R1 gamma 0.01, no path-length term, no style mixing, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
                           'mspe_rs --pe=mspe --pe-resize=0.75,1.5')
     os.makedirs(OUT, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(record, f, indent=1)
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('names', nargs='*', help='models to collect (default: every run in runs/digits)')
+    parser.add_argument('--kimg', type=float, default=None, help='take the snapshot at this kimg, not the newest')
+    args = parser.parse_args()
+    main(args.names, args.kimg)

@@ -9,8 +9,8 @@ scripts/digit_classifier.py:
   frechet        Frechet distance between classifier features of the fakes and of as many
                  dataset images (lower = closer to the data);
   pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes).
-With no snapshot it prints the dataset's own row (other real images in place of the fakes):
-the reference for what a generator that draws the data would score.
+The first row, 'data', scores other real images in place of the fakes: what a generator that
+draws the data would score.
 
     python scripts/digit_diversity.py runs/digits/mspe/00000-...            # every snapshot of a run
     python scripts/digit_diversity.py results/models/*.pkl --json out.json
@@ -73,9 +73,7 @@ def main():
     clf = digit_classifier.load_classifier(args.classifier, device=device)
     real = load_real(args.data, 2 * args.num)
     real_feats = digit_classifier.features(clf, real[:args.num]).cpu().double().numpy()
-    rows = {}
-    if not args.snapshots:
-        rows[args.data] = verdict(real[args.num:], clf, real_feats)    # disjoint real images
+    rows = {'data': verdict(real[args.num:], clf, real_feats)}    # other real images: the reference row
     for path in snapshots(args.snapshots):
         with open(path, 'rb') as f:
             G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
@@ -86,7 +84,7 @@ def main():
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(num=args.num, data=args.data, rows=rows), f, indent=1)
+            json.dump(dict(command='python scripts/digit_diversity.py ' + ' '.join(sys.argv[1:]), num=args.num, data=args.data, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()

@@ -45,6 +45,20 @@ def models_section():
         'Their training grids: ' + ', '.join(f'`results/models/{n}-fakes.png`' for n in info['models']) + '.']
         + (['', info['note']] if info.get('note') else []))
 
+def diversity_section():
+    d = load('digit_diversity.json')
+    if d is None:
+        return None
+    rows = [[label(os.path.splitext(os.path.basename(k))[0]) if k != 'data' else 'data (other real images)',
+             f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
+             ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
+    return '\n'.join(['## Do the models draw clean, diverse digits?', '',
+        f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
+        'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
+        'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
+        'with p > 0.9; Frechet = distance of classifier features to real images.', '',
+        table(['model', 'classes', 'confident', 'Frechet', 'pixel std', 'class histogram 0..9'], rows)])
+
 def classifier_section():
     d = load('digit_classifier.json')
     if d is None:
@@ -193,7 +207,7 @@ def bench_section():
         return None
     return '\n'.join(['## Speed', ''] + parts)
 
-SECTIONS = [models_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
+SECTIONS = [models_section, diversity_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
             multiscale_section, inversion_section, ddpm_section, bench_section]
 
 def main():
@@ -214,7 +228,7 @@ def main():
 
     # Summary in the top-level README: the headline tables, with links into results/README.md.
     summary = []
-    for section in (shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
+    for section in (diversity_section, shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
                     bench_section):
         text = section()
         if text is not None:
