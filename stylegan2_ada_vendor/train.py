@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -204,6 +204,19 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         if cmax is not None:
             desc += f'-cmax{cmax}'
             args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
+    for flag, value, key in (('--glr', glr, 'G_opt_kwargs'), ('--dlr', dlr, 'D_opt_kwargs')):
+        # StyleGAN3's --glr/--dlr: the Adam learning rate of G / D.
+        if value is not None:
+            if value <= 0:
+                raise click.ClickException(f'{flag} must be positive; got {value}.')
+            desc += f'-{flag[2:]}{value:g}'
+            args[key].lr = value
+    if map is not None:
+        # StyleGAN3's --map: depth of G's mapping network.
+        if map < 1:
+            raise click.ClickException(f'--map must be at least 1; got {map}.')
+        desc += f'-map{map}'
+        args.G_kwargs.mapping_kwargs.num_layers = map
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -476,6 +489,9 @@ def parse_comma_list(text):
 @click.option('--batch', help='Override batch size', type=int, metavar='INT')
 @click.option('--cbase', help='Override channel base: channels at resolution r are min(cbase/r, cmax)', type=int, metavar='INT')
 @click.option('--cmax', help='Override the largest channel count of G and D', type=int, metavar='INT')
+@click.option('--glr', help='Override G learning rate', type=float, metavar='LR')
+@click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
+@click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
@@ -527,7 +543,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax']
+                'cbase', 'cmax', 'glr', 'dlr', 'map']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

@@ -303,6 +303,8 @@ BAD_FLAGS = {
     'cond_without_labels': (['--cond=1'], 'label'),
     'missing_dataset':    (['--data=/nonexistent/data.zip'], '--data'),
     'tiny_cmax':          (['--cmax=2'], '--cmax must be at least 4'),
+    'zero_glr':           (['--glr=0'], '--glr must be positive'),
+    'no_mapping':         (['--map=0'], '--map must be at least 1'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -340,6 +342,16 @@ def test_cbase_and_cmax_set_the_channel_counts_of_g_and_d(train_module, digits_z
         assert (kwargs.channel_base, kwargs.channel_max) == (1024, 32)
     G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert {getattr(G.synthesis, f'b{res}').conv1.weight.shape[0] for res in (4, 8, 16)} == {32}
+
+def test_glr_dlr_and_map_reach_the_optimizers_and_the_mapping_network(train_module, digits_zip):
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,
+        cond=False, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=None, batch=None, aug='noaug', p=None,
+        target=None, augpipe=None, resume=None, freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False,
+        workers=0, tick=None, glr=0.001, dlr=0.0005, map=8)
+    assert '-glr0.001-dlr0.0005-map8' in desc
+    assert (args.G_opt_kwargs.lr, args.D_opt_kwargs.lr) == (0.001, 0.0005)
+    G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
+    assert G.mapping.num_layers == 8 and hasattr(G.mapping, 'fc7')
 
 def test_resume_run_refuses_flags_that_would_change_the_run(train_module, digits_zip, tmp_path):
     run_dir = tmp_path / '00000-fake'
