@@ -6,6 +6,8 @@ scripts/digit_classifier.py:
   classes        how many digit classes the fakes cover: exp(entropy of the predicted-class
                  histogram), 10 = uniform over 0-9, 1 = every fake is the same digit (collapse);
   confident      fraction of fakes the classifier calls a digit with probability > 0.9;
+  classes_confident  the same class count over those confident fakes only (a confused classifier
+                 spreads its guesses, which raises `classes` without any real diversity);
   frechet        Frechet distance between classifier features of the fakes and of as many
                  dataset images (lower = closer to the data);
   pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes).
@@ -54,7 +56,11 @@ def verdict(images, clf, real_feats):
     hist = torch.bincount(labels.cpu(), minlength=10).double() / len(labels)
     nz = hist[hist > 0]
     feats = digit_classifier.features(clf, images).cpu().double().numpy()
+    sure = labels[probs.max(dim=1).values > 0.9].cpu()
+    hist_sure = torch.bincount(sure, minlength=10).double() / max(len(sure), 1)
+    nz_sure = hist_sure[hist_sure > 0]
     return dict(classes=float(torch.exp(-(nz * nz.log()).sum())),
+                classes_confident=float(torch.exp(-(nz_sure * nz_sure.log()).sum())) if len(sure) else 0.0,
                 confident=float((probs.max(dim=1).values > 0.9).double().mean()),
                 frechet=float(frechet_distance(feats, real_feats)),
                 pixel_std=float(images.std(dim=0).mean()),
@@ -80,7 +86,7 @@ def main():
         ws = digit_models.latents(G, args.num, seed=0)
         rows[path] = verdict(digit_models.render(G, ws), clf, real_feats)
     for path, r in rows.items():
-        print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  '
+        print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
     if args.json:
         with open(args.json, 'w') as f:

@@ -58,7 +58,8 @@ def latents(G, num, seed=0, psi=1.0):
 @torch.no_grad()
 def render(G, ws, canvas=None, noise_mode='const', batch=64):
     """Images [N, C, H, W] in [-1, 1] of ws on `canvas` (None = the training grid)."""
-    out = [G.synthesis(ws[i:i + batch], canvas=canvas, noise_mode=noise_mode) for i in range(0, len(ws), batch)]
+    extra = {} if canvas is None else dict(canvas=canvas)    # a plain StyleGAN2 G renders the training grid only
+    out = [G.synthesis(ws[i:i + batch], noise_mode=noise_mode, **extra) for i in range(0, len(ws), batch)]
     return torch.cat(out).clamp(-1, 1)
 
 def shifted_canvas(G, dy, dx):

@@ -50,14 +50,14 @@ def diversity_section():
     if d is None:
         return None
     rows = [[label(os.path.splitext(os.path.basename(k))[0]) if k != 'data' else 'data (other real images)',
-             f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
+             f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
              ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
     return '\n'.join(['## Do the models draw clean, diverse digits?', '',
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
-        'with p > 0.9; Frechet = distance of classifier features to real images.', '',
-        table(['model', 'classes', 'confident', 'Frechet', 'pixel std', 'class histogram 0..9'], rows)])
+        'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images.', '',
+        table(['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'class histogram 0..9'], rows)])
 
 def classifier_section():
     d = load('digit_classifier.json')

@@ -125,7 +125,8 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     real = to_float(dc.place_digits(digits[9200:9400], 32, 'upper-left', 0.5, True, rng))
     collapsed = real[:1].repeat(200, 1, 1, 1)
     good, bad = digit_diversity.verdict(real, clf, ref), digit_diversity.verdict(collapsed, clf, ref)
-    assert good['classes'] > 8 and good['confident'] > 0.9
+    assert good['classes'] > 8 and good['confident'] > 0.9 and good['classes_confident'] > 8
     assert bad['classes'] == pytest.approx(1.0) and bad['pixel_std'] == 0
+    assert bad['classes_confident'] in (0.0, pytest.approx(1.0))
     assert bad['frechet'] > 5 * good['frechet']
     assert len(good['histogram']) == 10 and sum(good['histogram']) == pytest.approx(1.0, abs=1e-3)
