@@ -130,3 +130,17 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     assert bad['classes_confident'] in (0.0, pytest.approx(1.0))
     assert bad['frechet'] > 5 * good['frechet']
     assert len(good['histogram']) == 10 and sum(good['histogram']) == pytest.approx(1.0, abs=1e-3)
+
+def test_compare_upstream_reports_zero_difference_for_the_host_against_itself(tmp_path):
+    """The checker's plumbing, with the host standing in for the upstream checkout: identical
+    code and weights must give zero differences and a gradient for every parameter."""
+    import subprocess
+    out = tmp_path / 'cmp.json'
+    subprocess.run([sys.executable, os.path.join(SCRIPTS, 'compare_upstream.py'), '--upstream',
+                    os.path.join(ROOT, 'stylegan2_ada_vendor'), '--cmax', '16', '--json', str(out)], check=True)
+    result = json.load(open(out))
+    assert max(result[k] for k in ('image', 'logits', 'G_grads', 'D_grads', 'r1_grad')) == 0
+    assert result['missing_grads'] == []
+    bad = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'compare_upstream.py'), '--upstream', str(tmp_path)],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and 'is not a stylegan2-ada-pytorch checkout' in bad.stderr
