@@ -97,8 +97,8 @@ def main(names, kimg=None):
         if info is not None:
             record['models'][name] = info
     record['command'] = 'bash scripts/train_digits.sh'
-    record['settings'] = ('--cfg=cifar --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
-                          'batch 64, R1 gamma 0.01, no path-length term, no style mixing, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
+    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
+                          'batch 32, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
                           'mspe_rs --pe=mspe --pe-resize=0.75,1.5')
     os.makedirs(OUT, exist_ok=True)
     with open(path, 'w') as f:

@@ -73,6 +73,7 @@ def main():
     parser.add_argument('--num', type=int, default=500, help='fakes per snapshot')
     parser.add_argument('--classifier', default=None, help='default results/digit_classifier.pt')
     parser.add_argument('--json', default=None, help='also write the rows here')
+    parser.add_argument('--note', default='', help='a sentence stored with the rows (what the snapshots are)')
     args = parser.parse_args()
 
     device = digit_models.pick_device()
@@ -90,7 +91,7 @@ def main():
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(command='python scripts/digit_diversity.py ' + ' '.join(sys.argv[1:]), num=args.num, data=args.data, rows=rows), f, indent=1)
+            json.dump(dict(command='python scripts/digit_diversity.py ' + ' '.join(sys.argv[1:]), num=args.num, data=args.data, note=args.note, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()

@@ -45,19 +45,35 @@ def models_section():
         'Their training grids: ' + ', '.join(f'`results/models/{n}-fakes.png`' for n in info['models']) + '.']
         + (['', info['note']] if info.get('note') else []))
 
+def _diversity_rows(d, name):
+    return [[name(k) if k != 'data' else 'data (other real images)',
+             f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
+             ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
+
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'class histogram 0..9']
+
+def _probe_name(path):
+    """'<run folder> @ <kimg> kimg' for a snapshot path."""
+    run = os.path.basename(os.path.dirname(path))
+    kimg = os.path.splitext(os.path.basename(path))[0].rsplit('-', 1)[-1]
+    return f'{run} @ {float(kimg):g} kimg'
+
 def diversity_section():
     d = load('digit_diversity.json')
     if d is None:
         return None
-    rows = [[label(os.path.splitext(os.path.basename(k))[0]) if k != 'data' else 'data (other real images)',
-             f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
-             ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
+    rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
+    probes = load('collapse_probes.json')
+    extra = []
+    if probes is not None:
+        extra = ['', f'Probe runs that look for the cause of the collapse (`{probes["command"]}`; {probes["note"]}):', '',
+                 table(DIVERSITY_HEADER, _diversity_rows(probes, _probe_name))]
     return '\n'.join(['## Do the models draw clean, diverse digits?', '',
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
         'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images.', '',
-        table(['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'class histogram 0..9'], rows)])
+        table(DIVERSITY_HEADER, rows)] + extra)
 
 def classifier_section():
     d = load('digit_classifier.json')
