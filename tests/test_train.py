@@ -120,7 +120,11 @@ def test_killed_run_resumes_from_last_snapshot_with_kimg_continuing(digits_zip, 
             deadline = time.time() + 180
             while time.time() < deadline and proc.poll() is None:
                 runs = os.listdir(tmp_path / 'runs') if os.path.isdir(tmp_path / 'runs') else []
-                if runs and len(snapshots(os.path.join(tmp_path / 'runs', runs[0]))) >= 2:
+                # Kill after the second snapshot and its stats line (a kill between the two would
+                # lose that tick's line, a gap the tick check below would report).
+                stats_path = os.path.join(tmp_path / 'runs', runs[0], 'stats.jsonl') if runs else None
+                if runs and len(snapshots(os.path.join(tmp_path / 'runs', runs[0]))) >= 2 and \
+                        os.path.isfile(stats_path) and len(open(stats_path).read().splitlines()) >= 2:
                     break
                 time.sleep(0.2)
             assert proc.poll() is None, open(log_path).read()[-3000:]
