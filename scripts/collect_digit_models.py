@@ -46,7 +46,7 @@ def last_tick_speed(run_dir):
     return round(lines[-1].get('Timing/sec_per_kimg', {}).get('mean', float('nan')), 1)
 
 def at_kimg(run_dir, kimg):
-    """The run's snapshot whose label is `kimg` (labels are whole kimg), or None."""
+    """The run's snapshot whose label is `kimg` (fractional labels too), or None."""
     for name in os.listdir(run_dir):
         m = SNAPSHOT_RE.match(name)
         if m and abs(float(m.group(1)) - kimg) < 1e-6:

@@ -144,3 +144,22 @@ def test_compare_upstream_reports_zero_difference_for_the_host_against_itself(tm
     bad = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'compare_upstream.py'), '--upstream', str(tmp_path)],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and 'is not a stylegan2-ada-pytorch checkout' in bad.stderr
+
+def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, monkeypatch):
+    """--kimg picks one common training length for every model; a missing length says so."""
+    import collect_digit_models as cdm
+    run_dir = tmp_path / 'runs' / 'mspe' / '00000-x'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={})))
+    for kimg in (8, 16):
+        with open(run_dir / f'network-snapshot-{kimg:06d}.pkl', 'wb') as f:
+            pickle.dump(dict(G=tiny_G('mspe'), D=None, G_ema=tiny_G('mspe', seed=kimg), training_set_kwargs={},
+                             progress=dict(cur_nimg=kimg * 1000)), f)
+    monkeypatch.setattr(cdm, 'RUNS', str(tmp_path / 'runs'))
+    monkeypatch.setattr(cdm, 'OUT', str(tmp_path / 'models'))
+    cdm.main(['mspe'], kimg=8)
+    info = json.load(open(tmp_path / 'models' / 'models.json'))['models']['mspe']
+    assert info['kimg'] == 8 and info['snapshot'].endswith('network-snapshot-000008.pkl')
+    cdm.main(['mspe'])
+    assert json.load(open(tmp_path / 'models' / 'models.json'))['models']['mspe']['kimg'] == 16
+    assert cdm.collect('mspe', kimg=12) is None
