@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 
 import numpy as np
@@ -91,7 +92,7 @@ def main():
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump(dict(command='python scripts/digit_diversity.py ' + ' '.join(sys.argv[1:]), num=args.num, data=args.data, note=args.note, rows=rows), f, indent=1)
+            json.dump(dict(command='python scripts/digit_diversity.py ' + shlex.join(sys.argv[1:]), num=args.num, data=args.data, note=args.note, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()
