@@ -25,7 +25,6 @@ import re
 import shlex
 import sys
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -52,7 +51,7 @@ def snapshots(paths):
     return out
 
 def verdict(images, clf, real_feats):
-    """The four numbers for images [N, C, H, W] in [-1, 1]."""
+    """The verdict (the numbers of the module docstring and the class histogram) for images [N, C, H, W] in [-1, 1]."""
     labels, probs = digit_classifier.classify(clf, images)
     hist = torch.bincount(labels.cpu(), minlength=10).double() / len(labels)
     nz = hist[hist > 0]

@@ -21,12 +21,12 @@
 # quadrant) at 32 px. Why --aug=noaug: ADA's geometric augmentations (integer translation,
 # rotation, scaling) would show the generator the digit at other places and undo the bias
 # the experiment is about. Why --cmax=32: 32 channels train at ~20 s/kimg on one core, 64 at
-# ~55 and 128 at ~92 (measured in this setting), and digits need few channels. The data are
+# ~55 and 128 at ~92 (measured here, two runs sharing the cores), and digits need few channels. The data are
 # MNIST's test split, the only MNIST on disk here.
 # Known problem: at 32 channels every run of this setting mode-collapses (one digit shape) by
 # 12-40 kimg, and so do the probes of README "Reproducing the paper on digits": --cfg=cifar
-# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001, --map=8, --cmax=64, and
-# NVlabs' own training code with the same settings.
+# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001, --map=8, --cmax=64 and 128,
+# and NVlabs' own training code with the same settings.
 # To train the models side by side, one core each: OMP_NUM_THREADS=1 bash scripts/train_digits.sh NAME &
 set -euo pipefail
 cd "$(dirname "$0")/.."
