@@ -58,13 +58,13 @@ def _probe_name(path):
     kimg = os.path.splitext(os.path.basename(path))[0].rsplit('-', 1)[-1]
     return f'{run} @ {float(kimg):g} kimg'
 
-def diversity_section():
+def diversity_section(probes=True):
     d = load('digit_diversity.json')
     if d is None:
         return None
     rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
     extra = []
-    for name in ('collapse_probes_easy.json', 'collapse_probes_colour.json'):
+    for name in (('collapse_probes_easy.json', 'collapse_probes_colour.json') if probes else ()):
         probes = load(name)
         if probes is not None:
             extra += ['', f'Probe runs that look for the cause of the collapse, {probes["note"]} '
@@ -246,7 +246,7 @@ def main():
 
     # Summary in the top-level README: the headline tables, with links into results/README.md.
     summary = []
-    for section in (diversity_section, shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
+    for section in (lambda: diversity_section(probes=False), shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
                     bench_section):
         text = section()
         if text is not None:
