@@ -65,11 +65,11 @@ def diversity_section(probes=True):
     rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
     extra = []
     for name in (('collapse_probes_easy.json', 'collapse_probes_colour.json') if probes else ()):
-        probes = load(name)
-        if probes is not None:
-            extra += ['', f'Probe runs that look for the cause of the collapse, {probes["note"]} '
-                      f'(`{probes["command"]}`, `results/{name}`):', '',
-                      table(DIVERSITY_HEADER, _diversity_rows(probes, _probe_name))]
+        found = load(name)
+        if found is not None:
+            extra += ['', f'Probe runs that look for the cause of the collapse, {found["note"]} '
+                      f'(`{found["command"]}`, `results/{name}`):', '',
+                      table(DIVERSITY_HEADER, _diversity_rows(found, _probe_name))]
     return '\n'.join(['## Do the models draw clean, diverse digits?', '',
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
