@@ -25,7 +25,7 @@
 # MNIST's test split, the only MNIST on disk here.
 # Known problem: at 32 channels every run of this setting mode-collapses (one digit shape) by
 # 12-40 kimg, and so do the probes of README "Reproducing the paper on digits": --cfg=cifar
-# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001, --map=8, --cmax=64 and 128,
+# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001, --map=8, --cmax=64 and 128, --batch=128, --aug=ada,
 # and NVlabs' own training code with the same settings.
 # To train the models side by side, one core each: OMP_NUM_THREADS=1 bash scripts/train_digits.sh NAME &
 set -euo pipefail
