@@ -21,7 +21,6 @@ draws the data would score.
 import argparse
 import json
 import os
-import re
 import shlex
 import sys
 
@@ -31,9 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import digit_models  # noqa: E402  (puts the host on sys.path)
 import digit_classifier  # noqa: E402
 import legacy  # noqa: E402
+from collect_digit_models import SNAPSHOT_RE  # noqa: E402
 from multiscale import frechet_distance, load_real  # noqa: E402
-
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+(?:\.\d+)?)\.pkl$')
 
 def snapshots(paths):
     """Expand run folders into their snapshots (in training order); keep pickles as given."""
@@ -50,18 +48,24 @@ def snapshots(paths):
             raise SystemExit(f'{path} does not exist: pass a run folder or a network pickle.')
     return out
 
+def class_histogram(labels):
+    """Share of each digit 0-9 among int labels [N] (all zeros for N = 0)."""
+    return torch.bincount(labels, minlength=10).double() / max(len(labels), 1)
+
+def effective_classes(hist):
+    """exp(entropy) of a class histogram: 10 = uniform, 1 = one class, 0 = empty."""
+    nz = hist[hist > 0]
+    return float(torch.exp(-(nz * nz.log()).sum())) if len(nz) else 0.0
+
 def verdict(images, clf, real_feats):
     """The verdict (the numbers of the module docstring and the class histogram) for images [N, C, H, W] in [-1, 1]."""
     labels, probs = digit_classifier.classify(clf, images)
-    hist = torch.bincount(labels.cpu(), minlength=10).double() / len(labels)
-    nz = hist[hist > 0]
+    labels, sure = labels.cpu(), (probs.max(dim=1).values > 0.9).cpu()
+    hist = class_histogram(labels)
     feats = digit_classifier.features(clf, images).cpu().double().numpy()
-    sure = labels[probs.max(dim=1).values > 0.9].cpu()
-    hist_sure = torch.bincount(sure, minlength=10).double() / max(len(sure), 1)
-    nz_sure = hist_sure[hist_sure > 0]
-    return dict(classes=float(torch.exp(-(nz * nz.log()).sum())),
-                classes_confident=float(torch.exp(-(nz_sure * nz_sure.log()).sum())) if len(sure) else 0.0,
-                confident=float((probs.max(dim=1).values > 0.9).double().mean()),
+    return dict(classes=effective_classes(hist),
+                classes_confident=effective_classes(class_histogram(labels[sure])),
+                confident=float(sure.double().mean()),
                 frechet=float(frechet_distance(feats, real_feats)),
                 pixel_std=float(images.std(dim=0).mean()),
                 histogram=[round(float(h), 4) for h in hist])
