@@ -10,6 +10,7 @@ exact training options).
     python scripts/collect_digit_models.py mspe baseline
     python scripts/collect_digit_models.py --kimg=120      # the snapshot at 120 kimg of every run
                                                            # (one common length for all models)
+    python scripts/collect_digit_models.py --runs=runs/digits-cond   # runs of COND=1 train_digits.sh
 """
 
 import json
@@ -53,8 +54,8 @@ def at_kimg(run_dir, kimg):
             return os.path.join(run_dir, name)
     return None
 
-def collect(name, kimg=None):
-    outdir = os.path.join(RUNS, name)
+def collect(name, kimg=None, runs_dir=None):
+    outdir = os.path.join(runs_dir or RUNS, name)
     runs = sorted(d for d in os.listdir(outdir) if os.path.isfile(os.path.join(outdir, d, 'training_options.json'))) if os.path.isdir(outdir) else []
     if not runs:
         print(f'{name}: no run in {outdir}; train it with scripts/train_digits.sh {name}')
@@ -83,23 +84,30 @@ def collect(name, kimg=None):
     print(f'{name}: {os.path.relpath(snapshot, ROOT)} ({kimg:g} kimg) -> {os.path.relpath(dest, ROOT)}')
     return dict(kimg=round(kimg, 3), snapshot=os.path.relpath(snapshot, ROOT), run=os.path.basename(run_dir),
                 seconds_per_kimg=last_tick_speed(run_dir), G_kwargs=options.get('G_kwargs'),
+                conditional=bool(options.get('training_set_kwargs', {}).get('use_labels')),
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'))
 
-def main(names, kimg=None):
+def main(names, kimg=None, runs_dir=None):
+    runs_dir = runs_dir or RUNS
     if not names:
-        names = sorted(os.listdir(RUNS)) if os.path.isdir(RUNS) else []
+        names = sorted(d for d in os.listdir(runs_dir) if os.path.isdir(os.path.join(runs_dir, d))) if os.path.isdir(runs_dir) else []
     if not names:
-        raise SystemExit(f'No digit runs in {RUNS}: train them with scripts/train_digits.sh first.')
+        raise SystemExit(f'No digit runs in {runs_dir}: train them with scripts/train_digits.sh first.')
     path = os.path.join(OUT, 'models.json')
     record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
     for name in names:
-        info = collect(name, kimg)
+        info = collect(name, kimg, runs_dir)
         if info is not None:
             record['models'][name] = info
-    record['command'] = 'bash scripts/train_digits.sh'
-    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0 (32 channels at every scale, '
-                          'batch 32, no augmentation); baseline --pe=none, sspe --pe=sspe, mspe --pe=mspe, '
-                          'mspe_rs --pe=mspe --pe-resize=0.75,1.5')
+    conditional = [m.get('conditional', False) for m in record['models'].values()]
+    if any(conditional) != all(conditional):
+        print('Warning: results/models mixes conditional and unconditional models; collect them all from one runs folder.')
+    cond = all(conditional) and bool(conditional)
+    record['command'] = ('COND=1 ' if cond else '') + 'bash scripts/train_digits.sh'
+    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') +
+                          ' (32 channels at every scale, batch 32, no augmentation' +
+                          ('; class-conditional on the MNIST labels' if cond else '') + '); baseline --pe=none, '
+                          'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5')
     os.makedirs(OUT, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(record, f, indent=1)
@@ -109,5 +117,6 @@ if __name__ == '__main__':
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('names', nargs='*', help='models to collect (default: every run in runs/digits)')
     parser.add_argument('--kimg', type=float, default=None, help='take the snapshot at this kimg, not the newest')
+    parser.add_argument('--runs', default=None, help='the folder of the runs (default runs/digits)')
     args = parser.parse_args()
-    main(args.names, args.kimg)
+    main(args.names, args.kimg, args.runs)

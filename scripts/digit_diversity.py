@@ -10,7 +10,9 @@ scripts/digit_classifier.py:
                  spreads its guesses, which raises `classes` without any real diversity);
   frechet        Frechet distance between classifier features of the fakes and of as many
                  dataset images (lower = closer to the data);
-  pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes).
+  pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes);
+  label_agreement  for a class-conditional G only: the share of fakes the classifier assigns to
+                 the class they were drawn for (seed i asks for digit i % 10; null otherwise).
 The first row, 'data', scores other real images in place of the fakes: what a generator that
 draws the data would score.
 
@@ -57,10 +59,12 @@ def effective_classes(hist):
     nz = hist[hist > 0]
     return float(torch.exp(-(nz * nz.log()).sum())) if len(nz) else 0.0
 
-def verdict(images, clf, real_feats):
-    """The verdict (the numbers of the module docstring and the class histogram) for images [N, C, H, W] in [-1, 1]."""
+def verdict(images, clf, real_feats, requested=None):
+    """The verdict (the numbers of the module docstring and the class histogram) for images
+    [N, C, H, W] in [-1, 1]; `requested` [N] = the classes a conditional G was asked for."""
     labels, probs = digit_classifier.classify(clf, images)
     labels, sure = labels.cpu(), (probs.max(dim=1).values > 0.9).cpu()
+    agreement = None if requested is None else float((labels == requested.cpu()).double().mean())
     hist = class_histogram(labels)
     feats = digit_classifier.features(clf, images).cpu().double().numpy()
     return dict(classes=effective_classes(hist),
@@ -68,6 +72,7 @@ def verdict(images, clf, real_feats):
                 confident=float(sure.double().mean()),
                 frechet=float(frechet_distance(feats, real_feats)),
                 pixel_std=float(images.std(dim=0).mean()),
+                label_agreement=agreement,
                 histogram=[round(float(h), 4) for h in hist])
 
 def main():
@@ -89,10 +94,11 @@ def main():
         with open(path, 'rb') as f:
             G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
         ws = digit_models.latents(G, args.num, seed=0)
-        rows[path] = verdict(digit_models.render(G, ws), clf, real_feats)
+        rows[path] = verdict(digit_models.render(G, ws), clf, real_feats, digit_models.requested_classes(G, args.num, seed=0))
     for path, r in rows.items():
+        agree = '' if r['label_agreement'] is None else f'  label_agreement {r["label_agreement"]:.3f}'
         print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
-              f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}')
+              f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}' + agree)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(command='python scripts/digit_diversity.py ' + shlex.join(sys.argv[1:]), num=args.num, data=args.data, note=args.note, rows=rows), f, indent=1)

@@ -47,13 +47,26 @@ def load_models(names=None, models_dir=MODELS_DIR, device=None):
         raise SystemExit(f'No digit models found in {models_dir}: run scripts/train_digits.sh first.')
     return models
 
+def requested_classes(G, num, seed=0):
+    """The digit class each seed asks a class-conditional G for: (seed + i) % c_dim, so any run
+    of 10 consecutive seeds covers every digit once. None for an unconditional G (c_dim = 0)."""
+    return None if G.c_dim == 0 else torch.arange(seed, seed + num) % G.c_dim
+
+def conditioning(G, num, seed=0, device=None):
+    """The label input c [num, c_dim] for seeds seed..seed+num-1: one-hot of requested_classes
+    for a conditional G, an empty [num, 0] tensor for an unconditional one."""
+    device = device or next(G.parameters()).device
+    classes = requested_classes(G, num, seed)
+    if classes is None:
+        return torch.zeros([num, 0], device=device)
+    return F.one_hot(classes, G.c_dim).float().to(device)
+
 @torch.no_grad()
 def latents(G, num, seed=0, psi=1.0):
     """Fixed ws [num, num_ws, w_dim] for seeds seed..seed+num-1 (one per image, reproducible)."""
     device = next(G.parameters()).device
     z = torch.from_numpy(np.stack([np.random.RandomState(seed + i).randn(G.z_dim) for i in range(num)])).float().to(device)
-    c = torch.zeros([num, G.c_dim], device=device)
-    return G.mapping(z, c, truncation_psi=psi)
+    return G.mapping(z, conditioning(G, num, seed, device), truncation_psi=psi)
 
 @torch.no_grad()
 def render(G, ws, canvas=None, noise_mode='const', batch=64):

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 import projector  # noqa: E402  (the vendored host's projector)
 import sefa  # noqa: E402
+import digit_models  # noqa: E402
 from mspe_plugin import register  # noqa: E402
 from mspe_plugin.encoding import Canvas  # noqa: E402
 
@@ -127,7 +128,7 @@ def generated_targets(G, num, seed, psi=0.7):
     """(trained, zoomed): G's digits at the trained position and their upper-left quadrant 2x."""
     device = next(G.parameters()).device
     z = torch.from_numpy(np.random.RandomState(seed).randn(num, G.z_dim)).to(device, torch.float32)
-    ws = G.mapping(z, torch.zeros([num, G.c_dim], device=device), truncation_psi=psi)
+    ws = G.mapping(z, digit_models.conditioning(G, num, seed, device), truncation_psi=psi)
     img = G.synthesis(ws, noise_mode='const').clamp(-1, 1).cpu()
     R = G.img_resolution
     zoomed = F.interpolate(img[:, :, :R // 2, :R // 2], scale_factor=2, mode='bilinear', align_corners=False)
@@ -306,7 +307,7 @@ def plot(sources, images, models, modes, shift, strength, device, path):
 def w_spread(G, num=2000):
     """RMS distance of w from its mean (the scale of SeFa edit strengths)."""
     device = next(G.parameters()).device
-    w = G.mapping(torch.randn([num, G.z_dim], device=device), torch.zeros([num, G.c_dim], device=device))[:, 0]
+    w = G.mapping(torch.randn([num, G.z_dim], device=device), digit_models.conditioning(G, num, 0, device))[:, 0]
     return float((w - w.mean(dim=0)).square().sum(dim=1).mean().sqrt())
 
 if __name__ == '__main__':

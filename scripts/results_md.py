@@ -48,9 +48,10 @@ def models_section():
 def _diversity_rows(d, name):
     return [[name(k) if k != 'data' else 'data (other real images)',
              f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
+             '-' if r.get('label_agreement') is None else f'{r["label_agreement"]:.3f}',
              ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
 
-DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'class histogram 0..9']
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'class histogram 0..9']
 
 def _probe_name(path):
     """'<run folder> @ <kimg> kimg' for a snapshot path."""
@@ -74,7 +75,9 @@ def diversity_section(probes=True):
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
-        'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images.', '',
+        'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
+        'label agreement (class-conditional models only) = share of fakes the classifier assigns to the digit they were drawn for '
+        '(seed i asks for digit i mod 10).', '',
         table(DIVERSITY_HEADER, rows)] + extra)
 
 def classifier_section():

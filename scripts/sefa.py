@@ -156,8 +156,9 @@ def save_png(array, path):
 @click.option('--projected-w', 'projected_w', default=None, help='Edit this projected_w.npz (from projector.py) instead of seeds')
 @click.option('--strengths', default='-3,-1.5,0,1.5,3', show_default=True, help='Edit strengths along each direction')
 @click.option('--trunc', 'truncation_psi', type=float, default=1.0, show_default=True, help='Truncation psi for seeds')
+@click.option('--class', 'class_idx', type=int, default=None, help='Class label of the seeds (a conditional network only)')
 @click.option('--outdir', required=True, help='Where to save the strips and directions.npz')
-def main(network_pkl, layers, k, seeds, projected_w, strengths, truncation_psi, outdir):
+def main(network_pkl, layers, k, seeds, projected_w, strengths, truncation_psi, class_idx, outdir):
     """Find SeFa directions of a generator and edit seeds or a projected latent along them."""
     import projector    # the host's projector: the same network loading and device choice
     device = projector.parse_device('auto')
@@ -173,10 +174,11 @@ def main(network_pkl, layers, k, seeds, projected_w, strengths, truncation_psi, 
             raise click.ClickException(f'--projected-w holds ws of shape {tuple(ws.shape[1:])}, but the network needs {(G.num_ws, G.w_dim)}.')
         targets = [('projected', ws, canvas)]
     else:
+        from generate import class_label    # the host's --class handling (its checks and messages)
+        c = class_label(G, class_idx, device)
         targets = []
         for seed in parse_seeds(seeds):
             z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device, torch.float32)
-            c = torch.zeros([1, G.c_dim], device=device)
             targets.append((f'seed{seed:04d}', G.mapping(z, c, truncation_psi=truncation_psi), None))
 
     os.makedirs(outdir, exist_ok=True)

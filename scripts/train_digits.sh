@@ -10,6 +10,8 @@
 #   bash scripts/train_digits.sh                   # all four, one after another
 #   bash scripts/train_digits.sh mspe baseline     # just these
 #   KIMG=300 bash scripts/train_digits.sh          # a longer schedule (runs resume and extend)
+#   COND=1 bash scripts/train_digits.sh            # class-conditional on the MNIST labels (--cond=1),
+#                                                  # runs in runs/digits-cond/
 #
 # Every run lives in runs/digits/<name>/ and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
@@ -35,9 +37,11 @@ KIMG=${KIMG:-80}
 SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
 CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
+COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
 DATA=datasets/mnist-ul32.zip
 NAMES=("$@")
+if [ "$COND" = 1 ]; then RUNS=runs/digits-cond; COND_FLAG=--cond=1; else RUNS=runs/digits; COND_FLAG=; fi
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
 
 if [ ! -f "$DATA" ]; then
@@ -58,7 +62,7 @@ pe_flags() {
 mkdir -p results/models
 for name in "${NAMES[@]}"; do
     flags=$(pe_flags "$name")
-    outdir=runs/digits/$name
+    outdir=$RUNS/$name
     if ls "$outdir"/*/training_options.json >/dev/null 2>&1; then
         run_dir=$(ls -d "$outdir"/*/ | sort | tail -n 1)
         if ls "$run_dir"network-snapshot-*.pkl >/dev/null 2>&1; then
@@ -73,7 +77,7 @@ for name in "${NAMES[@]}"; do
     if ! ls "$outdir"/*/network-snapshot-*.pkl >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
-            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none
+            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG
     fi
-    python scripts/collect_digit_models.py "$name"    # G_ema-only copy, its fakes, models.json
+    python scripts/collect_digit_models.py --runs="$RUNS" "$name"    # G_ema-only copy, its fakes, models.json
 done

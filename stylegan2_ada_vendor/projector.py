@@ -278,6 +278,8 @@ def project(
     rnd = np.random.RandomState(seed)
     z = torch.from_numpy(rnd.randn(w_avg_samples, G.z_dim)).to(device, torch.float32)
     c = torch.zeros([w_avg_samples, G.c_dim], device=device)
+    if G.c_dim > 0:     # a conditional G: w statistics over every class, each drawn equally often
+        c[torch.arange(w_avg_samples), torch.from_numpy(rnd.randint(G.c_dim, size=w_avg_samples))] = 1
     with torch.no_grad():
         w_samples = torch.cat([G.mapping(z[i:i + 1000], c[i:i + 1000])[:, :1, :] for i in range(0, w_avg_samples, 1000)])
     w_avg = w_samples.mean(dim=0, keepdim=True)                                   # [1, 1, C]

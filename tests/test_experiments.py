@@ -110,6 +110,21 @@ def test_centre_of_mass_finds_the_digit_quadrant():
     tinted[tinted == -1] = -0.2            # a grey background: still the digit's centre
     assert torch.allclose(rec.centre_of_mass(tinted)[:2], com[:2], atol=1e-4)
 
+def test_conditional_models_get_one_digit_class_per_seed():
+    """Seed i asks a class-conditional G for digit i % 10 (ten seeds cover every digit once), the
+    same seeds give the same ws, and an unconditional G gets an empty label."""
+    from mspe_plugin import networks as pe_networks
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=8, c_dim=10, w_dim=8, img_resolution=16, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16, pe='mspe')).eval()
+    assert dm.requested_classes(G, 12, seed=3).tolist() == [3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4]
+    c = dm.conditioning(G, 20, seed=0)
+    assert c.shape == (20, 10) and (c.sum(dim=1) == 1).all() and (c.sum(dim=0) == 2).all()
+    ws = dm.latents(G, 4, seed=5)
+    assert torch.equal(ws, dm.latents(G, 4, seed=5)) and not torch.equal(ws[0], dm.latents(G, 4, seed=6)[0])
+    plain = tiny_G('none')
+    assert dm.requested_classes(plain, 4) is None and dm.conditioning(plain, 4).shape == (4, 0)
+
 def test_diversity_instrument_tells_collapse_from_the_data():
     """digit_diversity.py's numbers: real colour digits cover ~10 classes; one digit repeated
     (a mode-collapsed generator) covers 1 class, has zero pixel spread and a larger Frechet
@@ -118,14 +133,19 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     import digit_classifier as dc
     import digit_diversity
     clf = dc.load_classifier(device='cpu')
-    digits, _labels = dc.load_mnist(MNIST_DIR)
+    digits, labels = dc.load_mnist(MNIST_DIR)
     rng = np.random.default_rng(0)
     to_float = lambda u8: torch.from_numpy(u8).float() / 127.5 - 1
     ref = dc.features(clf, to_float(dc.place_digits(digits[9000:9200], 32, 'upper-left', 0.5, True, rng))).double().numpy()
     real = to_float(dc.place_digits(digits[9200:9400], 32, 'upper-left', 0.5, True, rng))
     collapsed = real[:1].repeat(200, 1, 1, 1)
-    good, bad = digit_diversity.verdict(real, clf, ref), digit_diversity.verdict(collapsed, clf, ref)
+    true = torch.from_numpy(np.asarray(labels[9200:9400])).long()
+    good, bad = digit_diversity.verdict(real, clf, ref, requested=true), digit_diversity.verdict(collapsed, clf, ref)
     assert good['classes'] > 8 and good['confident'] > 0.9 and good['classes_confident'] > 8
+    # A conditional G that draws the digit it was asked for agrees with its labels; one that
+    # draws another digit does not; an unconditional G has no agreement to report.
+    assert good['label_agreement'] > 0.9 and bad['label_agreement'] is None
+    assert digit_diversity.verdict(real, clf, ref, requested=(true + 1) % 10)['label_agreement'] < 0.1
     assert bad['classes'] == pytest.approx(1.0) and bad['pixel_std'] == 0
     assert bad['classes_confident'] in (0.0, pytest.approx(1.0))
     assert bad['frechet'] > 5 * good['frechet']
@@ -163,3 +183,14 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     cdm.main(['mspe'])
     assert json.load(open(tmp_path / 'models' / 'models.json'))['models']['mspe']['kimg'] == 16
     assert cdm.collect('mspe', kimg=12) is None
+    # Runs of a class-conditional schedule live in another folder (--runs); the record says so.
+    cond_dir = tmp_path / 'cond' / 'mspe' / '00000-y'
+    cond_dir.mkdir(parents=True)
+    (cond_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={},
+                                                                    training_set_kwargs=dict(use_labels=True))))
+    with open(cond_dir / 'network-snapshot-000004.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=tiny_G('mspe'), training_set_kwargs={}, progress=dict(cur_nimg=4000)), f)
+    cdm.main([], runs_dir=str(tmp_path / 'cond'))
+    record = json.load(open(tmp_path / 'models' / 'models.json'))
+    assert record['models']['mspe']['kimg'] == 4 and record['models']['mspe']['conditional'] is True
+    assert record['command'].startswith('COND=1 ') and '--cond=1' in record['settings']

@@ -116,3 +116,26 @@ def test_sefa_cli_refuses_bad_layers_and_missing_network(tmp_path):
         assert result.returncode != 0 and 'Traceback' not in result.stderr
         assert words in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / 'out').exists()
+
+def test_sefa_cli_edits_the_asked_class_of_a_conditional_network(tmp_path):
+    """A class-conditional network needs --class (one sentence otherwise); different classes give
+    different strips of the same seed."""
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=W_DIM, c_dim=3, w_dim=W_DIM, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                              synthesis_kwargs=dict(channel_base=256, channel_max=16, pe='mspe')).eval().requires_grad_(False)
+    pkl = tmp_path / 'G.pkl'
+    with open(pkl, 'wb') as f:
+        pickle.dump(dict(G_ema=G), f)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    script = os.path.join(ROOT, 'scripts', 'sefa.py')
+    common = [sys.executable, script, '--network', str(pkl), '--seeds', '0', '--k', '2', '--strengths', '-1,1']
+    missing = subprocess.run(common + ['--outdir', str(tmp_path / 'none')], capture_output=True, text=True, env=env)
+    assert missing.returncode != 0 and 'Traceback' not in missing.stderr
+    assert 'pass --class=N' in missing.stderr.strip().splitlines()[-1]
+    import PIL.Image
+    strips = []
+    for cls in (0, 2):
+        result = subprocess.run(common + ['--class', str(cls), '--outdir', str(tmp_path / f'c{cls}')], capture_output=True, text=True, env=env)
+        assert result.returncode == 0, result.stderr
+        strips.append(np.asarray(PIL.Image.open(tmp_path / f'c{cls}' / 'sefa-seed0000.png')))
+    assert strips[0].shape == strips[1].shape and not np.array_equal(strips[0], strips[1])
