@@ -17,6 +17,7 @@ The first row, 'data', scores other real images in place of the fakes: what a ge
 draws the data would score.
 
     python scripts/digit_diversity.py runs/digits/mspe/00000-...            # every snapshot of a run
+    python scripts/digit_diversity.py runs/digits/mspe/00000-... --every=16 # those at 16, 32, ... kimg
     python scripts/digit_diversity.py results/models/*.pkl --json out.json
 """
 
@@ -35,14 +36,19 @@ import legacy  # noqa: E402
 from collect_digit_models import SNAPSHOT_RE  # noqa: E402
 from multiscale import frechet_distance, load_real  # noqa: E402
 
-def snapshots(paths):
-    """Expand run folders into their snapshots (in training order); keep pickles as given."""
+def snapshots(paths, every=None):
+    """Expand run folders into their snapshots (in training order; with `every`, only those at a
+    positive multiple of `every` kimg); keep pickles as given."""
     out = []
     for path in paths:
         if os.path.isdir(path):
             found = sorted((float(m.group(1)), name) for name in os.listdir(path) for m in [SNAPSHOT_RE.match(name)] if m)
             if not found:
                 raise SystemExit(f'{path} holds no network-snapshot-*.pkl: pass a run folder or a pickle.')
+            if every:
+                found = [(k, name) for k, name in found if k > 0 and abs(k / every - round(k / every)) < 1e-6]
+                if not found:
+                    raise SystemExit(f'{path} holds no snapshot at a multiple of {every:g} kimg: lower --every.')
             out += [os.path.join(path, name) for _, name in found]
         elif os.path.isfile(path):
             out.append(path)
@@ -83,6 +89,7 @@ def main():
     parser.add_argument('--classifier', default=None, help='default results/digit_classifier.pt')
     parser.add_argument('--json', default=None, help='also write the rows here')
     parser.add_argument('--note', default='', help='a sentence stored with the rows (what the snapshots are)')
+    parser.add_argument('--every', type=float, default=None, help='of a run folder, only the snapshots at multiples of this kimg')
     args = parser.parse_args()
 
     device = digit_models.pick_device()
@@ -90,7 +97,7 @@ def main():
     real = load_real(args.data, 2 * args.num)
     real_feats = digit_classifier.features(clf, real[:args.num]).cpu().double().numpy()
     rows = {'data': verdict(real[args.num:], clf, real_feats)}    # other real images: the reference row
-    for path in snapshots(args.snapshots):
+    for path in snapshots(args.snapshots, args.every):
         with open(path, 'rb') as f:
             G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
         ws = digit_models.latents(G, args.num, seed=0)

@@ -59,13 +59,16 @@ def _probe_name(path):
     kimg = os.path.splitext(os.path.basename(path))[0].rsplit('-', 1)[-1]
     return f'{run} @ {float(kimg):g} kimg'
 
+# The collapse probes, in the order they were run (each written by digit_diversity.py --json).
+PROBE_FILES = ('collapse_probes_easy.json', 'collapse_probes_colour.json', 'collapse_probes_cond.json', 'collapse_probes_lr.json')
+
 def diversity_section(probes=True):
     d = load('digit_diversity.json')
     if d is None:
         return None
     rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
     extra = []
-    for name in (('collapse_probes_easy.json', 'collapse_probes_colour.json') if probes else ()):
+    for name in (PROBE_FILES if probes else ()):
         found = load(name)
         if found is not None:
             extra += ['', f'Probe runs that look for the cause of the collapse, {found["note"]} '

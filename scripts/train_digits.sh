@@ -12,6 +12,7 @@
 #   KIMG=300 bash scripts/train_digits.sh          # a longer schedule (runs resume and extend)
 #   COND=1 bash scripts/train_digits.sh            # class-conditional on the MNIST labels (--cond=1),
 #                                                  # runs in runs/digits-cond/
+#   RUNS=runs/digits-c128 CMAX=128 bash scripts/train_digits.sh   # wider networks, in a folder of their own
 #
 # Every run lives in runs/digits/<name>/ and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
@@ -41,7 +42,8 @@ COND=${COND:-0}                  # 1: condition G and D on the digit's label (da
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
 DATA=datasets/mnist-ul32.zip
 NAMES=("$@")
-if [ "$COND" = 1 ]; then RUNS=runs/digits-cond; COND_FLAG=--cond=1; else RUNS=runs/digits; COND_FLAG=; fi
+if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else COND_FLAG=; DEFAULT_RUNS=runs/digits; fi
+RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
 
 if [ ! -f "$DATA" ]; then

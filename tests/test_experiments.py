@@ -194,3 +194,19 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['mspe']['kimg'] == 4 and record['models']['mspe']['conditional'] is True
     assert record['command'].startswith('COND=1 ') and '--cond=1' in record['settings']
+
+def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
+    """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples."""
+    import digit_diversity
+    run = tmp_path / 'run'
+    run.mkdir()
+    for kimg in (0, 4, 8, 12, 16, 100):
+        (run / f'network-snapshot-{kimg:06d}.pkl').write_bytes(b'')
+    (run / 'training-state-000008.pkl').write_bytes(b'')
+    names = lambda paths: [os.path.basename(p) for p in paths]
+    assert names(digit_diversity.snapshots([str(run)])) == [f'network-snapshot-{k:06d}.pkl' for k in (0, 4, 8, 12, 16, 100)]
+    assert names(digit_diversity.snapshots([str(run)], every=8)) == ['network-snapshot-000008.pkl', 'network-snapshot-000016.pkl']
+    with pytest.raises(SystemExit, match='no snapshot at a multiple of 7'):
+        digit_diversity.snapshots([str(run)], every=7)
+    with pytest.raises(SystemExit, match='does not exist'):
+        digit_diversity.snapshots([str(tmp_path / 'missing')])
