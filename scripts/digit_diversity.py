@@ -12,7 +12,11 @@ scripts/digit_classifier.py:
                  dataset images (lower = closer to the data);
   pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes);
   label_agreement  for a class-conditional G only: the share of fakes the classifier assigns to
-                 the class they were drawn for (seed i asks for digit i % 10; null otherwise).
+                 the class they were drawn for (seed i asks for digit i % 10; null otherwise);
+  style_spread   how much the latent moves the conv layers' modulation styles: per conv layer,
+                 the std of each style channel across the fakes' ws over its mean |style|,
+                 averaged over channels and layers (about 0.6 at initialisation; near 0 = the
+                 synthesis network draws the same shape for every latent).
 The first row, 'data', scores other real images in place of the fakes: what a generator that
 draws the data would score.
 
@@ -81,6 +85,20 @@ def verdict(images, clf, real_feats, requested=None):
                 label_agreement=agreement,
                 histogram=[round(float(h), 4) for h in hist])
 
+@torch.no_grad()
+def style_spread(G, ws):
+    """The style_spread of the module docstring for G and ws [N, num_ws, w_dim] (ToRGB layers,
+    which set the colour, are left out)."""
+    spreads, w_idx = [], 0
+    for res in G.synthesis.block_resolutions:
+        block = getattr(G.synthesis, f'b{res}')
+        for name in ('conv0', 'conv1'):
+            if hasattr(block, name):
+                styles = getattr(block, name).affine(ws[:, w_idx])
+                spreads.append(float((styles.std(dim=0) / styles.abs().mean(dim=0).clamp(min=1e-8)).mean()))
+                w_idx += 1
+    return sum(spreads) / len(spreads)
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('snapshots', nargs='*', help='network pickles or run folders')
@@ -102,8 +120,10 @@ def main():
             G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
         ws = digit_models.latents(G, args.num, seed=0)
         rows[path] = verdict(digit_models.render(G, ws), clf, real_feats, digit_models.requested_classes(G, args.num, seed=0))
+        rows[path]['style_spread'] = style_spread(G, ws)
     for path, r in rows.items():
         agree = '' if r['label_agreement'] is None else f'  label_agreement {r["label_agreement"]:.3f}'
+        agree += f'  style_spread {r["style_spread"]:.3f}' if 'style_spread' in r else ''
         print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}' + agree)
     if args.json:

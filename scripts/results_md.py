@@ -49,9 +49,10 @@ def _diversity_rows(d, name):
     return [[name(k) if k != 'data' else 'data (other real images)',
              f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
              '-' if r.get('label_agreement') is None else f'{r["label_agreement"]:.3f}',
+             '-' if r.get('style_spread') is None else f'{r["style_spread"]:.3f}',
              ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
 
-DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'class histogram 0..9']
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'style spread', 'class histogram 0..9']
 
 def _probe_name(path):
     """'<run folder> @ <kimg> kimg' for a snapshot path."""
@@ -80,7 +81,8 @@ def diversity_section(probes=True):
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
         'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
         'label agreement (class-conditional models only) = share of fakes the classifier assigns to the digit they were drawn for '
-        '(seed i asks for digit i mod 10).', '',
+        '(seed i asks for digit i mod 10); style spread = how much the latents move the conv layers\' modulation styles '
+        '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent).', '',
         table(DIVERSITY_HEADER, rows)] + extra)
 
 def classifier_section():

@@ -210,3 +210,20 @@ def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
         digit_diversity.snapshots([str(run)], every=7)
     with pytest.raises(SystemExit, match='does not exist'):
         digit_diversity.snapshots([str(tmp_path / 'missing')])
+
+@pytest.mark.parametrize('pe', ['none', 'mspe'])
+def test_style_spread_falls_when_the_styles_stop_depending_on_the_latent(pe):
+    """At initialisation the latent moves every conv style; a G whose style biases dwarf the
+    latent's part (what the collapsed digit models learned) scores near zero."""
+    import digit_diversity
+    G = tiny_G(pe)
+    ws = dm.latents(G, 64, seed=0)
+    fresh = digit_diversity.style_spread(G, ws)
+    assert fresh > 0.3
+    with torch.no_grad():
+        for res in G.synthesis.block_resolutions:
+            for name in ('conv0', 'conv1'):
+                layer = getattr(getattr(G.synthesis, f'b{res}'), name, None)
+                if layer is not None:
+                    layer.affine.bias.add_(100.0)
+    assert digit_diversity.style_spread(G, ws) < 0.05 * fresh
