@@ -237,3 +237,26 @@ def test_lpips_requested_but_unavailable_is_one_sentence():
     with pytest.raises(Exception) as info:
         projector.make_loss('lpips', torch.zeros([1, 3, 8, 8]), 'cpu', vgg16_url='/nonexistent/vgg16.pt')
     assert 'could not be loaded' in str(info.value) and '--loss=pixel' in str(info.value)
+
+def test_projection_of_a_conditional_generator_starts_from_every_class():
+    """A class-conditional G: w statistics come from all classes (the start lies near the mean
+    w over the classes, not at the w of an all-zero label) and the digit drawn for one class is
+    recovered."""
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=W_DIM, c_dim=4, w_dim=W_DIM, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                              synthesis_kwargs=dict(channel_base=256, channel_max=32, pe='mspe')).eval().requires_grad_(False)
+    for module in G.modules():
+        if isinstance(module, host_networks.ToRGBLayer):
+            module.weight.mul_(0.3)
+    c = torch.nn.functional.one_hot(torch.arange(4000) % 4, 4).float()
+    w_classes = G.mapping(torch.randn([4000, W_DIM]), c)[:, 0].mean(dim=0)
+    w_nolabel = G.mapping(torch.randn([4000, W_DIM]), torch.zeros([4000, 4]))[:, 0].mean(dim=0)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn([1, W_DIM]), c[2:3], truncation_psi=0.5), noise_mode='const')
+    proj = projector.project(G, to_target(target), num_steps=1, loss="pixel", w_avg_samples=2000, initial_learning_rate=1e-6,
+                             initial_noise_factor=0)
+    start = proj.ws[0, 0]
+    assert (start - w_classes).norm() < 0.2 * (w_nolabel - w_classes).norm()
+    proj = projector.project(G, to_target(target), num_steps=200, loss='pixel', w_avg_samples=1000)
+    with torch.no_grad():
+        assert psnr(G.synthesis(proj.ws[-1:], noise_mode='const'), target) > 25
