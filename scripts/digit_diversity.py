@@ -16,7 +16,10 @@ scripts/digit_classifier.py:
   style_spread   how much the latent moves the conv layers' modulation styles: per conv layer,
                  the std of each style channel across the fakes' ws over its mean |style|,
                  averaged over channels and layers (about 0.6 at initialisation; near 0 = the
-                 synthesis network draws the same shape for every latent).
+                 synthesis network draws the same shape for every latent);
+  d_label_preference  for a full snapshot of a conditional model: the share of real images that
+                 its D scores higher with their own label than with a wrong one (0.5 = D ignores
+                 the label, so nothing makes G draw the digit it is asked for).
 The first row, 'data', scores other real images in place of the fakes: what a generator that
 draws the data would score.
 
@@ -31,6 +34,7 @@ import os
 import shlex
 import sys
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +103,27 @@ def style_spread(G, ws):
                 w_idx += 1
     return sum(spreads) / len(spreads)
 
+@torch.no_grad()
+def d_label_preference(D, data, num, seed=0):
+    """The d_label_preference of the module docstring: `num` real images of dataset `data` (its
+    dataset.json labels), each scored with its label and with a random other one."""
+    from training.dataset import DatasetError, ImageFolderDataset
+    try:
+        ds = ImageFolderDataset(data, use_labels=True)
+        ds.get_label(0)
+    except DatasetError as err:
+        raise SystemExit(f'{err} (--data must be the labelled training data of the conditional model)') from None
+    rnd = np.random.RandomState(seed)
+    idx = rnd.permutation(len(ds))[:num]
+    device = next(D.parameters()).device
+    images = torch.from_numpy(np.stack([ds[i][0] for i in idx])).float().to(device) / 127.5 - 1
+    labels = torch.from_numpy(np.stack([ds.get_label(i) for i in idx])).float().to(device)
+    own = labels.argmax(dim=1)
+    other = (own + torch.from_numpy(rnd.randint(1, labels.shape[1], size=len(idx))).to(device)) % labels.shape[1]
+    right = D(images, labels).flatten()
+    wrong = D(images, torch.nn.functional.one_hot(other, labels.shape[1]).float()).flatten()
+    return float((right > wrong).double().mean())
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('snapshots', nargs='*', help='network pickles or run folders')
@@ -117,13 +142,17 @@ def main():
     rows = {'data': verdict(real[args.num:], clf, real_feats)}    # other real images: the reference row
     for path in snapshots(args.snapshots, args.every):
         with open(path, 'rb') as f:
-            G = legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False).to(device)
+            snapshot = legacy.load_network_pkl(f)
+        G = snapshot['G_ema'].eval().requires_grad_(False).to(device)
         ws = digit_models.latents(G, args.num, seed=0)
         rows[path] = verdict(digit_models.render(G, ws), clf, real_feats, digit_models.requested_classes(G, args.num, seed=0))
         rows[path]['style_spread'] = style_spread(G, ws)
+        if G.c_dim > 0 and snapshot.get('D') is not None:
+            rows[path]['d_label_preference'] = d_label_preference(snapshot['D'].eval().requires_grad_(False).to(device), args.data, args.num)
     for path, r in rows.items():
         agree = '' if r['label_agreement'] is None else f'  label_agreement {r["label_agreement"]:.3f}'
         agree += f'  style_spread {r["style_spread"]:.3f}' if 'style_spread' in r else ''
+        agree += f'  d_label_preference {r["d_label_preference"]:.3f}' if 'd_label_preference' in r else ''
         print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}' + agree)
     if args.json:

@@ -50,9 +50,10 @@ def _diversity_rows(d, name):
              f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
              '-' if r.get('label_agreement') is None else f'{r["label_agreement"]:.3f}',
              '-' if r.get('style_spread') is None else f'{r["style_spread"]:.3f}',
+             '-' if r.get('d_label_preference') is None else f'{r["d_label_preference"]:.3f}',
              ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
 
-DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'style spread', 'class histogram 0..9']
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'style spread', 'D label pref.', 'class histogram 0..9']
 
 def _probe_name(path):
     """'<run folder> @ <kimg> kimg' for a snapshot path."""
@@ -82,7 +83,8 @@ def diversity_section(probes=True):
         'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
         'label agreement (class-conditional models only) = share of fakes the classifier assigns to the digit they were drawn for '
         '(seed i asks for digit i mod 10); style spread = how much the latents move the conv layers\' modulation styles '
-        '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent).', '',
+        '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent); D label pref. (full snapshots of conditional models) = share of real images their D scores '
+        'higher with their own label than with a wrong one (0.5 = D ignores the label).', '',
         table(DIVERSITY_HEADER, rows)] + extra)
 
 def classifier_section():

@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -217,6 +217,14 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--map must be at least 1; got {map}.')
         desc += f'-map{map}'
         args.G_kwargs.mapping_kwargs.num_layers = map
+    if dmap is not None:
+        # Depth of D's label mapping (c -> the projection vector of a conditional D; upstream: 8).
+        if dmap < 1:
+            raise click.ClickException(f'--dmap must be at least 1; got {dmap}.')
+        if not cond:
+            raise click.ClickException('--dmap sets the label mapping of a conditional discriminator; add --cond=1 or drop --dmap.')
+        desc += f'-dmap{dmap}'
+        args.D_kwargs.mapping_kwargs.num_layers = dmap
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -492,6 +500,7 @@ def parse_comma_list(text):
 @click.option('--glr', help='Override G learning rate', type=float, metavar='LR')
 @click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
 @click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
+@click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
@@ -543,7 +552,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

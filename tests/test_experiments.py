@@ -227,3 +227,26 @@ def test_style_spread_falls_when_the_styles_stop_depending_on_the_latent(pe):
                 if layer is not None:
                     layer.affine.bias.add_(100.0)
     assert digit_diversity.style_spread(G, ws) < 0.05 * fresh
+
+def test_d_label_preference_tells_a_label_aware_discriminator_from_one_that_ignores_labels(tmp_path):
+    """1.0 for a D that scores the true label highest, 0 for one that prefers any other label, and
+    a clear message for data without labels."""
+    import digit_diversity
+    labels = np.arange(40) % 10
+    images = np.repeat((labels * 20 + 10).astype(np.uint8)[:, None, None, None], 3, axis=3) * np.ones([1, 8, 8, 3], np.uint8)
+    data = write_zip(tmp_path / 'coded.zip', images, labels)
+
+    class Reader(torch.nn.Module):      # reads the class from the brightness the data encode it in
+        def __init__(self, sign):
+            super().__init__()
+            self.sign = torch.nn.Parameter(torch.tensor(float(sign)))
+        def forward(self, img, c):
+            cls = ((img.mean(dim=[1, 2, 3]) + 1) * 127.5 - 10).div(20).round().long()
+            return self.sign * (c.argmax(dim=1) == cls).float()[:, None]
+
+    assert digit_diversity.d_label_preference(Reader(1), data, 40) == 1.0
+    assert digit_diversity.d_label_preference(Reader(-1), data, 40) == 0.0
+    with zipfile.ZipFile(tmp_path / 'plain.zip', 'w') as zf:
+        zf.writestr('00000/img00000000.png', zipfile.ZipFile(data).read('00000/img00000000.png'))
+    with pytest.raises(SystemExit, match='has no labels'):
+        digit_diversity.d_label_preference(Reader(1), str(tmp_path / 'plain.zip'), 1)

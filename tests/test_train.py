@@ -309,6 +309,7 @@ BAD_FLAGS = {
     'tiny_cmax':          (['--cmax=2'], '--cmax must be at least 4'),
     'zero_glr':           (['--glr=0'], '--glr must be positive'),
     'no_mapping':         (['--map=0'], '--map must be at least 1'),
+    'dmap_without_cond':  (['--dmap=2'], '--dmap sets the label mapping of a conditional discriminator'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -356,6 +357,21 @@ def test_glr_dlr_and_map_reach_the_optimizers_and_the_mapping_network(train_modu
     assert (args.G_opt_kwargs.lr, args.D_opt_kwargs.lr) == (0.001, 0.0005)
     G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert G.mapping.num_layers == 8 and hasattr(G.mapping, 'fc7')
+
+def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
+    labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
+    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
+                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
+                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1)
+    assert desc.endswith('-dmap1') or '-dmap1-' in desc
+    D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=10, img_resolution=16, img_channels=3)
+    assert D.mapping.num_layers == 1 and not hasattr(D.mapping, 'fc1')
+    default, _, _ = train_module.setup_training_loop_kwargs(**common)
+    D = train_module.dnnlib.util.construct_class_by_name(**default.D_kwargs, c_dim=10, img_resolution=16, img_channels=3)
+    assert D.mapping.num_layers == 8     # upstream's depth when --dmap is not given
+    with pytest.raises(train_module.click.ClickException, match='--dmap must be at least 1'):
+        train_module.setup_training_loop_kwargs(**common, dmap=0)
 
 def test_resume_run_refuses_flags_that_would_change_the_run(train_module, digits_zip, tmp_path):
     run_dir = tmp_path / '00000-fake'
