@@ -14,7 +14,7 @@
 #                                                  # runs in runs/digits-cond/
 #   RUNS=runs/digits-c128 CMAX=128 bash scripts/train_digits.sh   # wider networks, in a folder of their own
 #
-# Every run lives in runs/digits/<name>/ and resumes from its newest snapshot when the script is
+# Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
 # snapshot's G_ema goes to results/models/<name>.pkl (scripts/collect_digit_models.py), where the
 # experiment scripts read it.
@@ -28,8 +28,10 @@
 # MNIST's test split, the only MNIST on disk here.
 # Known problem: at 32 channels every run of this setting mode-collapses (one digit shape) by
 # 12-40 kimg, and so do the probes of README "Reproducing the paper on digits": --cfg=cifar
-# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001, --map=8, --cmax=64 and 128, --batch=128, --aug=ada,
-# and NVlabs' own training code with the same settings.
+# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001 and 0.01, --map=8, --cmax=64 and 128, --batch=128, --aug=ada,
+# and NVlabs' own training code with the same settings. Class-conditional runs (COND=1) draw one shape per
+# label, not the digit asked for, to 256 kimg: their D scores real digits no higher with the right label
+# than with a wrong one (scripts/digit_diversity.py, d_label_preference).
 # To train the models side by side, one core each: OMP_NUM_THREADS=1 bash scripts/train_digits.sh NAME &
 set -euo pipefail
 cd "$(dirname "$0")/.."
