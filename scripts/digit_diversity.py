@@ -15,7 +15,7 @@ scripts/digit_classifier.py:
                  the class they were drawn for (seed i asks for digit i % 10; null otherwise);
   style_spread   how much the latent moves the conv layers' modulation styles: per conv layer,
                  the std of each style channel across the fakes' ws over its mean |style|,
-                 averaged over channels and layers (about 0.6 at initialisation; near 0 = the
+                 averaged over channels and layers (0.77 for the digit models at initialisation; near 0 = the
                  synthesis network draws the same shape for every latent);
   d_label_preference  for a full snapshot of a conditional model: the share of real images that
                  its D scores higher with their own label than with a wrong one (0.5 = D ignores
