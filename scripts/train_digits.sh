@@ -30,7 +30,7 @@
 # 12-40 kimg, and so do the probes of README "Reproducing the paper on digits": --cfg=cifar
 # (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001 and 0.01, --map=8, --cmax=64 and 128, --batch=128, --aug=ada,
 # and NVlabs' own training code with the same settings. Class-conditional runs (COND=1) draw one shape per
-# label, not the digit asked for, to 256 kimg: their D scores real digits no higher with the right label
+# label, not the digit asked for, to 288 kimg: their D scores real digits no higher with the right label
 # than with a wrong one (scripts/digit_diversity.py, d_label_preference).
 # To train the models side by side, one core each: OMP_NUM_THREADS=1 bash scripts/train_digits.sh NAME &
 set -euo pipefail
