@@ -93,14 +93,12 @@ def verdict(images, clf, real_feats, requested=None):
 def style_spread(G, ws):
     """The style_spread of the module docstring for G and ws [N, num_ws, w_dim] (ToRGB layers,
     which set the colour, are left out)."""
-    spreads, w_idx = [], 0
-    for res in G.synthesis.block_resolutions:
-        block = getattr(G.synthesis, f'b{res}')
-        for name in ('conv0', 'conv1'):
-            if hasattr(block, name):
-                styles = getattr(block, name).affine(ws[:, w_idx])
-                spreads.append(float((styles.std(dim=0) / styles.abs().mean(dim=0).clamp(min=1e-8)).mean()))
-                w_idx += 1
+    from sefa import style_layers    # every modulated layer with the w index it reads
+    spreads = []
+    for w_idx, kind, affine in style_layers(G):
+        if kind == 'conv':
+            styles = affine(ws[:, w_idx])
+            spreads.append(float((styles.std(dim=0) / styles.abs().mean(dim=0).clamp(min=1e-8)).mean()))
     return sum(spreads) / len(spreads)
 
 @torch.no_grad()
