@@ -85,7 +85,27 @@ def collect(name, kimg=None, runs_dir=None):
     return dict(kimg=round(kimg, 3), snapshot=os.path.relpath(snapshot, ROOT), run=os.path.basename(run_dir),
                 seconds_per_kimg=last_tick_speed(run_dir), G_kwargs=options.get('G_kwargs'),
                 conditional=bool(options.get('training_set_kwargs', {}).get('use_labels')),
-                batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'))
+                batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'),
+                glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'))
+
+PRESET_LR = 0.0025    # the cpu preset's learning rate of G and D
+
+def train_command(models, cond, runs_dir):
+    """The train_digits.sh line that trains `models` (the variables it was given)."""
+    models = list(models)
+    words = []
+    runs = os.path.relpath(os.path.abspath(runs_dir), ROOT)
+    if runs != os.path.relpath(RUNS, ROOT) and runs != os.path.join('runs', 'digits-cond'):
+        words.append(f'RUNS={runs}')
+    if cond:
+        words.append('COND=1')
+    lrs = {m.get('glr') for m in models if m.get('glr') is not None}
+    if len(lrs) == 1 and lrs != {PRESET_LR}:
+        words.append(f'LR={lrs.pop():g}')
+    kimgs = {round(m['kimg']) for m in models}
+    if len(kimgs) == 1 and kimgs != {80}:
+        words.append(f'KIMG={kimgs.pop()}')
+    return ' '.join(words + ['bash scripts/train_digits.sh'])
 
 def main(names, kimg=None, runs_dir=None):
     runs_dir = runs_dir or RUNS
@@ -103,8 +123,13 @@ def main(names, kimg=None, runs_dir=None):
     if any(conditional) != all(conditional):
         print('Warning: results/models mixes conditional and unconditional models; collect them all from one runs folder.')
     cond = all(conditional) and bool(conditional)
-    record['command'] = ('COND=1 ' if cond else '') + 'bash scripts/train_digits.sh'
-    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') +
+    record['command'] = train_command(record['models'].values(), cond, runs_dir)
+    lrs = sorted({m.get('glr') or PRESET_LR for m in record['models'].values()})
+    if len(lrs) > 1:
+        print('Warning: results/models mixes learning rates ' + ', '.join(f'{lr:g}' for lr in lrs) +
+              '; collect them all from one runs folder.')
+    lr_text = '' if lrs == [PRESET_LR] else ''.join(f' --glr={lr:g} --dlr={lr:g}' for lr in lrs[-1:])
+    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text +
                           ' (32 channels at every scale, batch 32, no augmentation' +
                           ('; class-conditional on the MNIST labels' if cond else '') + '); baseline --pe=none, '
                           'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5')

@@ -80,7 +80,7 @@ def diversity_section(probes=True):
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
-        'with p > 0.9; classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
+        'with p > 0.9 (a noisy blob can get there too: read it with the Frechet distance); classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
         'label agreement (class-conditional models only) = share of fakes the classifier assigns to the digit they were drawn for '
         '(seed i asks for digit i mod 10); style spread = how much the latents move the conv layers\' modulation styles '
         '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent); D label pref. (full snapshots of conditional models) = share of real images their D scores '

@@ -13,6 +13,7 @@
 #   COND=1 bash scripts/train_digits.sh            # class-conditional on the MNIST labels (--cond=1),
 #                                                  # runs in runs/digits-cond/
 #   RUNS=runs/digits-c128 CMAX=128 bash scripts/train_digits.sh   # wider networks, in a folder of their own
+#   RUNS=runs/digits-lr01 LR=0.01 bash scripts/train_digits.sh      # G and D learning rate 0.01 (--glr/--dlr)
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
@@ -41,12 +42,14 @@ SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
 CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
 COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
+LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
 DATA=datasets/mnist-ul32.zip
 NAMES=("$@")
 if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else COND_FLAG=; DEFAULT_RUNS=runs/digits; fi
 RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
+if [ -n "$LR" ]; then LR_FLAGS="--glr=$LR --dlr=$LR"; else LR_FLAGS=; fi
 
 if [ ! -f "$DATA" ]; then
     python stylegan2_ada_vendor/dataset_tool.py --source="$MNIST" --dest="$DATA" \
@@ -81,7 +84,7 @@ for name in "${NAMES[@]}"; do
     if ! ls "$outdir"/*/network-snapshot-*.pkl >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
-            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG
+            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS
     fi
     python scripts/collect_digit_models.py --runs="$RUNS" "$name"    # G_ema-only copy, its fakes, models.json
 done

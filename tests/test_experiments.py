@@ -193,7 +193,20 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     cdm.main([], runs_dir=str(tmp_path / 'cond'))
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['mspe']['kimg'] == 4 and record['models']['mspe']['conditional'] is True
-    assert record['command'].startswith('COND=1 ') and '--cond=1' in record['settings']
+    assert 'COND=1 ' in record['command'] and '--cond=1' in record['settings']
+    assert 'LR=' not in record['command'] and '--glr' not in record['settings']
+    # Another learning rate (LR=0.01 train_digits.sh) and folder: the record gives the line that trains them.
+    lr_dir = tmp_path / 'lr' / 'mspe' / '00000-z'
+    lr_dir.mkdir(parents=True)
+    (lr_dir / 'training_options.json').write_text(json.dumps(dict(
+        G_kwargs={}, batch_size=4, loss_kwargs={}, G_opt_kwargs=dict(lr=0.01), D_opt_kwargs=dict(lr=0.01))))
+    with open(lr_dir / 'network-snapshot-000048.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=tiny_G('mspe'), training_set_kwargs={}, progress=dict(cur_nimg=48000)), f)
+    cdm.main([], runs_dir=str(lr_dir.parent.parent))
+    record = json.load(open(tmp_path / 'models' / 'models.json'))
+    assert record['models']['mspe']['glr'] == 0.01 and record['models']['mspe']['dlr'] == 0.01
+    assert 'LR=0.01 KIMG=48 bash scripts/train_digits.sh' in record['command'] and 'RUNS=' in record['command']
+    assert '--glr=0.01 --dlr=0.01' in record['settings'] and 'COND=1' not in record['command']
 
 def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
     """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples."""
@@ -250,3 +263,28 @@ def test_d_label_preference_tells_a_label_aware_discriminator_from_one_that_igno
         zf.writestr('00000/img00000000.png', zipfile.ZipFile(data).read('00000/img00000000.png'))
     with pytest.raises(SystemExit, match='has no labels'):
         digit_diversity.d_label_preference(Reader(1), str(tmp_path / 'plain.zip'), 1)
+
+def test_run_stats_reads_the_balance_of_g_and_d_tick_by_tick(tmp_path, capsys):
+    """run_stats.py gives D's verdicts per tick from stats.jsonl, skips a torn last line, and
+    refuses a folder without statistics in one sentence."""
+    import run_stats
+    run = tmp_path / 'run'
+    run.mkdir()
+    lines = []
+    for tick, (real, fake) in enumerate([(-1.0, -1.0), (0.4, -0.58), (0.79, -0.933)]):
+        lines.append(json.dumps({'Progress/kimg': dict(num=1, mean=4.0 * tick), 'Progress/tick': dict(num=1, mean=tick),
+                                 'Loss/signs/real': dict(num=64, mean=real), 'Loss/signs/fake': dict(num=64, mean=fake),
+                                 'Loss/G/loss': dict(num=64, mean=1.5 + tick), 'Progress/augment': dict(num=1, mean=0.0),
+                                 'Loss/r1_penalty': dict(num=0, mean=0.0)}))
+    (run / 'stats.jsonl').write_text('\n'.join(lines) + '\n{"Progress/kimg": {"num"')
+    out = tmp_path / 'balance.json'
+    run_stats.main([str(run), '--every=2', '--json', str(out)])
+    ticks = json.load(open(out))['runs'][str(run)]
+    assert [t['kimg'] for t in ticks] == [0.0, 4.0, 8.0]
+    assert ticks[-1]['fake_sign'] == -0.933 and ticks[-1]['real_sign'] == 0.79 and ticks[1]['G_loss'] == 2.5
+    assert ticks[0]['r1_penalty'] is None and ticks[0]['D_loss'] is None    # not measured that tick / never
+    printed = capsys.readouterr()
+    assert '-0.933' in printed.out and '-0.580' not in printed.out    # --every=2 keeps ticks 0 and 2 (the last)
+    assert 'line 4 is not JSON' in printed.err
+    with pytest.raises(SystemExit, match='has no stats.jsonl'):
+        run_stats.main([str(tmp_path)])
