@@ -62,7 +62,8 @@ def _probe_name(path):
     return f'{run} @ {float(kimg):g} kimg'
 
 # The collapse probes, in the order they were run (each written by digit_diversity.py --json).
-PROBE_FILES = ('collapse_probes_easy.json', 'collapse_probes_colour.json', 'collapse_probes_cond.json', 'collapse_probes_lr.json')
+PROBE_FILES = ('collapse_probes_easy.json', 'collapse_probes_colour.json', 'collapse_probes_cond.json', 'collapse_probes_lr.json',
+               'collapse_probes_batch.json')
 
 def diversity_section(probes=True):
     d = load('digit_diversity.json')
@@ -86,6 +87,26 @@ def diversity_section(probes=True):
         '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent); D label pref. (full snapshots of conditional models) = share of real images their D scores '
         'higher with their own label than with a wrong one (0.5 = D ignores the label).', '',
         table(DIVERSITY_HEADER, rows)] + extra)
+
+def balance_section(every_kimg=20):
+    """D's verdicts during the digit runs (scripts/run_stats.py): who wins, G or D."""
+    d = load('training_balance.json')
+    if d is None:
+        return None
+    rows = []
+    for run, ticks in d['runs'].items():
+        for i, t in enumerate(ticks):
+            # The first tick past each multiple of every_kimg (ticks end a batch past 4 kimg), and the last.
+            crossed = i > 0 and None not in (t['kimg'], ticks[i - 1]['kimg']) and \
+                int(t['kimg'] // every_kimg) > int(ticks[i - 1]['kimg'] // every_kimg)
+            if i == 0 or crossed or i == len(ticks) - 1:
+                rows.append([f'`{run.rstrip("/")}`', f'{t["kimg"]:.1f}'] +
+                            [f'{t[k]:.3f}' if t[k] is not None else '-' for k in ('real_sign', 'fake_sign', 'G_loss', 'D_loss')])
+    return '\n'.join(['## Who wins, G or D?', '',
+        f'`{d["command"]}`: per tick, the mean sign of D\'s logits on reals (+1 = every real called real) and on '
+        'fakes (-1 = every fake caught), and the mean losses, every {every_kimg} kimg and the last tick of each run. '
+        'A fake sign near -1 means D rejects nearly every fake.'.format(every_kimg=every_kimg), '',
+        table(['run', 'kimg', 'real sign', 'fake sign', 'G loss', 'D loss'], rows)])
 
 def classifier_section():
     d = load('digit_classifier.json')
@@ -235,7 +256,7 @@ def bench_section():
         return None
     return '\n'.join(['## Speed', ''] + parts)
 
-SECTIONS = [models_section, diversity_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
+SECTIONS = [models_section, diversity_section, balance_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
             multiscale_section, inversion_section, ddpm_section, bench_section]
 
 def main():

@@ -288,3 +288,14 @@ def test_run_stats_reads_the_balance_of_g_and_d_tick_by_tick(tmp_path, capsys):
     assert 'line 4 is not JSON' in printed.err
     with pytest.raises(SystemExit, match='has no stats.jsonl'):
         run_stats.main([str(tmp_path)])
+
+def test_results_md_balance_table_takes_the_first_tick_past_each_multiple(monkeypatch):
+    """The 'Who wins' table keeps the first tick, the first past every 20 kimg, and the last."""
+    import results_md
+    ticks = [dict(kimg=k + 0.032, real_sign=0.1 * i, fake_sign=-0.1 * i, G_loss=1.0, D_loss=None)
+             for i, k in enumerate(range(0, 48, 4))]
+    monkeypatch.setattr(results_md, 'load', lambda name: dict(command='python scripts/run_stats.py r', runs={'r/': ticks}))
+    text = results_md.balance_section()
+    kimgs = [line.split(' | ')[1] for line in text.split('\n') if line.startswith('| `r`')]
+    assert kimgs == ['0.0', '20.0', '40.0', '44.0']
+    assert '| `r` | 20.0 | 0.500 | -0.500 | 1.000 | - |' in text
