@@ -72,6 +72,8 @@ def test_grey_folder_stays_one_channel_and_resizes(tmp_path):
     assert rc == 0, err
     ds = ImageFolderDataset(str(tmp_path / 'g.zip'))
     assert ds.image_shape == [1, 8, 8] and not ds.has_labels and ds[0][1].shape == (0,)
+    # Items are writable arrays: torch's collate warns about read-only ones (a view of PIL's buffer).
+    assert ds[0][0].flags.writeable
 
 def test_xflip_doubles_length_with_mirrored_copies(tmp_path):
     arrays = make_folder(tmp_path / 'src')

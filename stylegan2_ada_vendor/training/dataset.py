@@ -42,9 +42,9 @@ def image_to_array(image, channels):
             arr = np.asarray(image, dtype=np.float64)  # 16-bit grey: scale to 8 bits
             arr = np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8)
         else:
-            arr = np.asarray(image.convert('L'))
+            arr = np.array(image.convert('L'))    # a copy: np.asarray of a PIL image is read-only
         return arr[np.newaxis]
-    return np.asarray(image.convert('RGB')).transpose(2, 0, 1)
+    return np.array(image.convert('RGB')).transpose(2, 0, 1)
 
 #----------------------------------------------------------------------------
 
