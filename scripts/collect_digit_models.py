@@ -95,7 +95,8 @@ def train_command(models, cond, runs_dir):
     models = list(models)
     words = []
     runs = os.path.relpath(os.path.abspath(runs_dir), ROOT)
-    if runs != os.path.relpath(RUNS, ROOT) and runs != os.path.join('runs', 'digits-cond'):
+    default_runs = os.path.join('runs', 'digits-cond') if cond else os.path.relpath(RUNS, ROOT)    # train_digits.sh's
+    if runs != default_runs:
         words.append(f'RUNS={runs}')
     if cond:
         words.append('COND=1')

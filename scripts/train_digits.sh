@@ -29,7 +29,8 @@
 # MNIST's test split, the only MNIST on disk here.
 # Known problem: at 32 channels every run of this setting mode-collapses (one digit shape) by
 # 12-40 kimg, and so do the probes of README "Reproducing the paper on digits": --cfg=cifar
-# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001 and 0.01, --map=8, --cmax=64 and 128, --batch=128, --aug=ada,
+# (CFG=cifar below), R1 --gamma 0.1 / 1 / 10, --glr/--dlr 0.001 and 0.01, --map=8, --cmax=64 and 128,
+# --batch=8 and 128, --aug=ada,
 # and NVlabs' own training code with the same settings. Class-conditional runs (COND=1) draw one shape per
 # label, not the digit asked for, to 288 kimg: their D scores real digits no higher with the right label
 # than with a wrong one (scripts/digit_diversity.py, d_label_preference).
