@@ -100,7 +100,7 @@ def balance_section(every_kimg=20):
             crossed = i > 0 and None not in (t['kimg'], ticks[i - 1]['kimg']) and \
                 int(t['kimg'] // every_kimg) > int(ticks[i - 1]['kimg'] // every_kimg)
             if i == 0 or crossed or i == len(ticks) - 1:
-                rows.append([f'`{run.rstrip("/")}`', f'{t["kimg"]:.1f}'] +
+                rows.append([f'`{run.rstrip("/")}`', f'{t["kimg"]:.1f}' if t['kimg'] is not None else '-'] +
                             [f'{t[k]:.3f}' if t[k] is not None else '-' for k in ('real_sign', 'fake_sign', 'G_loss', 'D_loss')])
     return '\n'.join(['## Who wins, G or D?', '',
         f'`{d["command"]}`: per tick, the mean sign of D\'s logits on reals (+1 = every real called real) and on '

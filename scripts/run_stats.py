@@ -35,7 +35,7 @@ def read_run(run_dir):
         try:
             stats = json.loads(line)
         except json.JSONDecodeError:
-            # A run killed while writing leaves a torn last line; anything else is a broken file.
+            # A run killed while writing leaves a torn last line: say so and read on.
             print(f'{path}: line {number} is not JSON; skipped.', file=sys.stderr)
             continue
         row = dict(kimg=stats.get('Progress/kimg', {}).get('mean'), tick=stats.get('Progress/tick', {}).get('mean'))
