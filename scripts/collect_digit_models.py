@@ -90,9 +90,9 @@ def collect(name, kimg=None, runs_dir=None):
 
 PRESET_LR = 0.0025    # the cpu preset's learning rate of G and D
 
-def train_command(models, cond, runs_dir):
-    """The train_digits.sh line that trains `models` (the variables it was given)."""
-    models = list(models)
+def train_command(models, cond, runs_dir, lr):
+    """The train_digits.sh line that trains `models` (the variables it was given); `lr` is their
+    common learning rate, None where they differ."""
     words = []
     runs = os.path.relpath(os.path.abspath(runs_dir), ROOT)
     default_runs = os.path.join('runs', 'digits-cond') if cond else os.path.relpath(RUNS, ROOT)    # train_digits.sh's
@@ -100,9 +100,8 @@ def train_command(models, cond, runs_dir):
         words.append(f'RUNS={runs}')
     if cond:
         words.append('COND=1')
-    lrs = {m.get('glr') for m in models if m.get('glr') is not None}
-    if len(lrs) == 1 and lrs != {PRESET_LR}:
-        words.append(f'LR={lrs.pop():g}')
+    if lr is not None and lr != PRESET_LR:
+        words.append(f'LR={lr:g}')
     kimgs = {round(m['kimg']) for m in models}
     if len(kimgs) == 1 and kimgs != {80}:
         words.append(f'KIMG={kimgs.pop()}')
@@ -124,8 +123,8 @@ def main(names, kimg=None, runs_dir=None):
     if any(conditional) != all(conditional):
         print('Warning: results/models mixes conditional and unconditional models; collect them all from one runs folder.')
     cond = all(conditional) and bool(conditional)
-    record['command'] = train_command(record['models'].values(), cond, runs_dir)
     lrs = sorted({m.get('glr') or PRESET_LR for m in record['models'].values()})
+    record['command'] = train_command(record['models'].values(), cond, runs_dir, lrs[0] if len(lrs) == 1 else None)
     if len(lrs) > 1:
         print('Warning: results/models mixes learning rates ' + ', '.join(f'{lr:g}' for lr in lrs) +
               '; collect them all from one runs folder.')

@@ -114,8 +114,9 @@ def d_label_preference(D, data, num, seed=0):
     rnd = np.random.RandomState(seed)
     idx = rnd.permutation(len(ds))[:num]
     device = next(D.parameters()).device
-    images = torch.from_numpy(np.stack([ds[i][0] for i in idx])).float().to(device) / 127.5 - 1
-    labels = torch.from_numpy(np.stack([ds.get_label(i) for i in idx])).float().to(device)
+    items = [ds[i] for i in idx]    # (image, one-hot label)
+    images = torch.from_numpy(np.stack([image for image, _ in items])).float().to(device) / 127.5 - 1
+    labels = torch.from_numpy(np.stack([label for _, label in items])).float().to(device)
     own = labels.argmax(dim=1)
     other = (own + torch.from_numpy(rnd.randint(1, labels.shape[1], size=len(idx))).to(device)) % labels.shape[1]
     right = D(images, labels).flatten()
