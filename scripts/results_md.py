@@ -108,6 +108,27 @@ def balance_section(every_kimg=20):
         'A fake sign near -1 means D rejects nearly every fake.'.format(every_kimg=every_kimg), '',
         table(['run', 'kimg', 'real sign', 'fake sign', 'G loss', 'D loss'], rows)])
 
+def chase_section():
+    """How many steps G needs to fool a frozen D, and D to catch G again (scripts/gd_chase.py)."""
+    d = load('gd_chase.json')
+    if d is None:
+        return None
+    rows = []
+    for run in d['runs']:
+        for i, p in enumerate(run['phases']):
+            rows.append([f'`{run["snapshot"]}`' if i == 0 else '', p['who'], p['steps'], f'{p["kimg"]:.2f}',
+                         'yes' if p['flipped'] else 'no', f'{p["fake_sign_start"]:+.3f}', f'{p["fake_sign_end"]:+.3f}',
+                         f'{p["image_change"]:.3f}' if 'image_change' in p else '-'])
+    batch = sorted({run['batch'] for run in d['runs']})
+    return '\n'.join(['## How far apart are G and D?', '',
+        f'`{d["command"]}`: from each full snapshot, G trains against a frozen D until D calls most fakes of fixed '
+        'latents real (G phase), then D against that frozen G until it calls them fake again (D phase), in turn, '
+        'with the run\'s own optimisers (Adam settings scaled for lazy regularisation, the Adam moments saved with the '
+        f'snapshot). steps = minibatches of {"/".join(str(b) for b in batch)} images; a tick is 4 kimg; '
+        'fake sign = mean sign of D\'s logits on those fakes before and after the phase; image change = mean |change| '
+        'of those fakes over the G phase, in [-1, 1] pixels.', '',
+        table(['snapshot', 'phase', 'steps', 'kimg', 'flipped', 'fake sign before', 'after', 'image change'], rows)])
+
 def classifier_section():
     d = load('digit_classifier.json')
     if d is None:
@@ -256,7 +277,7 @@ def bench_section():
         return None
     return '\n'.join(['## Speed', ''] + parts)
 
-SECTIONS = [models_section, diversity_section, balance_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
+SECTIONS = [models_section, diversity_section, balance_section, chase_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
             multiscale_section, inversion_section, ddpm_section, bench_section]
 
 def main():

@@ -299,3 +299,58 @@ def test_results_md_balance_table_takes_the_first_tick_past_each_multiple(monkey
     kimgs = [line.split(' | ')[1] for line in text.split('\n') if line.startswith('| `r`')]
     assert kimgs == ['0.0', '20.0', '40.0', '44.0']
     assert '| `r` | 20.0 | 0.500 | -0.500 | 1.000 | - |' in text
+
+def test_gd_chase_flips_d_verdict_both_ways_with_the_runs_optimisers(tmp_path):
+    """gd_chase.py: G trained against a frozen D turns D's verdict on fixed fakes to 'real', D
+    trained against that G turns it back; the run's Adam settings are scaled for lazy
+    regularisation, its saved moments are used, and a G_ema-only pickle is refused."""
+    import gd_chase
+    from training.networks import Discriminator
+    rnd = np.random.RandomState(0)
+    images = np.zeros([16, 16, 16, 3], dtype=np.uint8)
+    for img in images:
+        y, x = rnd.randint(0, 8, size=2)
+        img[y:y + 5, x:x + 5] = rnd.randint(100, 255, size=3)
+    data = write_zip(tmp_path / 'blocks.zip', images, range(16))
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'training_options.json').write_text(json.dumps(dict(
+        batch_size=8, G_opt_kwargs=dict(lr=0.005, betas=[0, 0.99]), D_opt_kwargs=dict(lr=0.005, betas=[0, 0.99]),
+        loss_kwargs=dict(r1_gamma=0.1))))
+    torch.manual_seed(0)
+    G = tiny_G('mspe', resolution=16).train()
+    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16)
+    snapshot = run / 'network-snapshot-000004.pkl'
+    with open(snapshot, 'wb') as f:
+        pickle.dump(dict(G=G, D=D, G_ema=G, training_set_kwargs=dict(path=data)), f)
+    result = gd_chase.chase(str(snapshot), cycles=2, max_steps=60)
+    assert result['glr'] == pytest.approx(0.005 * 4 / 5) and result['dlr'] == pytest.approx(0.005 * 16 / 17)
+    assert result['batch'] == 8 and result['saved_moments'] is False
+    assert [p['who'] for p in result['phases']] == ['G', 'D', 'G', 'D']
+    for p in result['phases']:
+        assert p['flipped'], p
+        assert (p['fake_sign_end'] > 0) if p['who'] == 'G' else (p['fake_sign_end'] < 0)
+        assert p['kimg'] == pytest.approx(p['steps'] * 8 / 1000)
+    assert any(p['steps'] > 0 for p in result['phases'])
+    # With the Adam moments saved beside the snapshot, the probe starts from them.
+    moments = dict(G=torch.optim.Adam(G.parameters()).state_dict(), D=torch.optim.Adam(D.parameters()).state_dict())
+    with open(run / 'training-state-000004.pkl', 'wb') as f:
+        pickle.dump(dict(cur_nimg=4000, optimizers=moments), f)
+    assert gd_chase.chase(str(snapshot), cycles=1, max_steps=60)['saved_moments'] is True
+    with open(tmp_path / 'ema.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=G), f)
+    with pytest.raises(SystemExit, match='holds no G and D'):
+        gd_chase.chase(str(tmp_path / 'ema.pkl'))
+
+def test_results_md_chase_table_names_each_snapshot_once(monkeypatch):
+    """The 'How far apart' table: one row per phase, the snapshot named on its first row, '-' for
+    the image change of D phases."""
+    import results_md
+    phases = [dict(who='G', steps=19, kimg=0.608, flipped=True, fake_sign_start=-1.0, fake_sign_end=0.922, image_change=0.115),
+              dict(who='D', steps=1, kimg=0.032, flipped=True, fake_sign_start=0.922, fake_sign_end=-1.0)]
+    monkeypatch.setattr(results_md, 'load', lambda name: dict(command='python scripts/gd_chase.py s.pkl',
+                                                              runs=[dict(snapshot='s.pkl', batch=32, phases=phases)]))
+    text = results_md.chase_section()
+    assert '| `s.pkl` | G | 19 | 0.61 | yes | -1.000 | +0.922 | 0.115 |' in text
+    assert '|  | D | 1 | 0.03 | yes | +0.922 | -1.000 | - |' in text
+    assert 'minibatches of 32 images' in text
