@@ -6,9 +6,9 @@ chase each other faster than a tick can show. This probe tells the two apart. Fr
 training snapshot (G and D) it alternates, for --cycles rounds:
 
   G phase  a copy of G trains against the frozen D (non-saturating loss) until D calls most
-           fakes of a batch real;
+           fakes of fixed probe latents real;
   D phase  a copy of D trains against that frozen G (logistic loss plus R1 with the run's gamma,
-           applied every step instead of lazily) until D calls most fakes fake again.
+           applied every step instead of lazily) until D calls most of them fake again.
 
 Both use the run's own optimisers: Adam with the learning rate and betas of training_options.json
 scaled for lazy regularisation as training scales them, and the Adam moments saved with the
@@ -16,10 +16,11 @@ snapshot (training-state-<kimg>.pkl beside it; train.py keeps only the newest on
 away to probe an older snapshot). Without that file the moments start from zero, which makes the
 first steps as large as Adam's steps get (said in the output).
 
-A phase ends when D's verdict on the fakes of fixed probe latents (4 batches, const noise) has
-turned. Each phase reports its steps (one step = one minibatch of the run's batch size, so
-steps x batch / 1000 = kimg), D's mean logit sign on those fakes before and after, and for G phases how much the fakes
-of fixed latents changed (mean |difference| in [-1, 1] pixels). A G that fools D in a few dozen
+The probe latents are 4 batches, rendered with const noise and without MS-PE's random resizing;
+the training steps draw fresh latents and reals every step. Each phase reports its steps (one
+step = one minibatch of the run's batch size, so steps x batch / 1000 = kimg), D's mean logit
+sign on the probe fakes before and after, and for G phases how much those fakes changed (mean
+|difference| in [-1, 1] pixels). A G that fools D in a few dozen
 steps while a tick holds 4000 / batch steps is not stuck: the two chase each other and a tick's
 statistics see only D's side. Augmentation, path-length regularisation and style mixing are left
 out: the probe asks whether G can move D's verdict, not how training would proceed.
@@ -204,8 +205,7 @@ def chase(snapshot, data=None, cycles=2, max_steps=300, seed=0, probe_batches=4,
         p['kimg'] = p['steps'] * settings['batch'] / 1000
     return dict(snapshot=snapshot, batch=settings['batch'], glr=settings['G_opt']['lr'], dlr=settings['D_opt']['lr'],
                 r1_gamma=settings['r1_gamma'], options_file=settings['options_file'], max_steps=max_steps,
-                saved_moments=moments is not None,
-                seed=seed, phases=phases)
+                saved_moments=moments is not None, seed=seed, phases=phases)
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
