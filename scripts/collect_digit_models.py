@@ -89,6 +89,7 @@ def collect(name, kimg=None, runs_dir=None):
                 glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'))
 
 PRESET_LR = 0.0025    # the cpu preset's learning rate of G and D
+DEFAULT_KIMG = 192    # train_digits.sh's KIMG when it is not given
 
 def train_command(models, cond, runs_dir, lr):
     """The train_digits.sh line that trains `models` (the variables it was given); `lr` is their
@@ -103,7 +104,7 @@ def train_command(models, cond, runs_dir, lr):
     if lr is not None and lr != PRESET_LR:
         words.append(f'LR={lr:g}')
     kimgs = {round(m['kimg']) for m in models}
-    if len(kimgs) == 1 and kimgs != {80}:
+    if len(kimgs) == 1 and kimgs != {DEFAULT_KIMG}:
         words.append(f'KIMG={kimgs.pop()}')
     return ' '.join(words + ['bash scripts/train_digits.sh'])
 

@@ -8,7 +8,7 @@
 #   KIMG=40 bash scripts/quickstart.sh      # longer (the run resumes where it stopped)
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
-# the same canvases of our committed 80-kimg MNIST model (results/models/mspe.pkl) in
+# the same canvases of our committed 192-kimg MNIST model (results/models/mspe.pkl) in
 # out/quickstart/trained-*/ when that file exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."

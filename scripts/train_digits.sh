@@ -38,7 +38,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-KIMG=${KIMG:-80}
+KIMG=${KIMG:-192}                # the committed models: 192 kimg (80, then resumed to 192)
 SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
 CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
