@@ -187,6 +187,7 @@ def chase(snapshot, data=None, cycles=2, max_steps=300, seed=0, probe_batches=4,
     G, D = copy.deepcopy(G), copy.deepcopy(D)
     dataset = open_dataset(data, training_set_kwargs)
     torch.manual_seed(seed)
+    np.random.seed(seed)        # MS-PE's random resizing draws its zoom from numpy
     batches = Batches(dataset, settings['batch'], G.z_dim, G.c_dim, seed, device)
     probe = [batches.latents() for _ in range(probe_batches)]
     probe = ([z for z, _ in probe], [c for _, c in probe])
