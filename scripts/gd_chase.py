@@ -25,7 +25,10 @@ steps while a tick holds 4000 / batch steps is not stuck: the two chase each oth
 statistics see only D's side. Augmentation, path-length regularisation and style mixing are left
 out: the probe asks whether G can move D's verdict, not how training would proceed.
 
-    python scripts/gd_chase.py runs/digits/baseline/00000-.../network-snapshot-000080.pkl --json out.json
+    OMP_NUM_THREADS=1 python scripts/gd_chase.py runs/digits/baseline/00000-.../network-snapshot-000080.pkl --json out.json
+
+The step counts sit on a knife's edge, so another thread count (other floating-point sums) can
+move them by a step or two: results/gd_chase.json was made with OMP_NUM_THREADS=1.
 """
 
 import argparse
@@ -127,11 +130,10 @@ def render(G, probe):
     G.train(mode)
     return img
 
-def verdict(G, D, probe):
-    """D's mean logit sign on the fakes of the fixed probe latents (const noise): +1 = all called
-    real, -1 = all called fake. One fixed set, so that a phase's end is not a batch's luck; G
-    renders it in eval mode (MS-PE's random resizing off), the phases train G as training does."""
-    img = render(G, probe)
+def verdict(D, img, probe):
+    """D's mean logit sign on `img`, the render of the fixed probe latents: +1 = all called real,
+    -1 = all called fake. One fixed set, so that a phase's end is not a batch's luck; G renders it
+    in eval mode (MS-PE's random resizing off), the phases train G as training does."""
     with torch.no_grad():
         return float(D(img, torch.cat(probe[1])).sign().mean())
 
@@ -140,8 +142,8 @@ def g_phase(G, D, batches, opt_kwargs, max_steps, probe, state=None):
     G.train().requires_grad_(True)
     D.eval().requires_grad_(False)
     opt = make_opt(G, opt_kwargs, state)
-    before = render(G, probe)
-    signs = [verdict(G, D, probe)]
+    before = after = render(G, probe)
+    signs = [verdict(D, before, probe)]
     step = 0
     while signs[-1] <= 0 and step < max_steps:
         z, c = batches.latents()
@@ -149,8 +151,8 @@ def g_phase(G, D, batches, opt_kwargs, max_steps, probe, state=None):
         F.softplus(-D(G(z, c), c)).mean().backward()
         opt.step()
         step += 1
-        signs.append(verdict(G, D, probe))
-    after = render(G, probe)
+        after = render(G, probe)
+        signs.append(verdict(D, after, probe))
     return dict(who='G', steps=step, flipped=signs[-1] > 0, fake_sign_start=signs[0], fake_sign_end=signs[-1],
                 image_change=float((after - before).abs().mean()), opt_state=opt.state_dict())
 
@@ -159,7 +161,8 @@ def d_phase(G, D, batches, opt_kwargs, r1_gamma, max_steps, probe, state=None):
     G.train().requires_grad_(False)
     D.train().requires_grad_(True)
     opt = make_opt(D, opt_kwargs, state)
-    signs = [verdict(G, D, probe)]
+    probe_img = render(G, probe)        # G is frozen: its probe fakes stay the same
+    signs = [verdict(D, probe_img, probe)]
     step = 0
     while signs[-1] >= 0 and step < max_steps:
         z, c = batches.latents()
@@ -176,7 +179,7 @@ def d_phase(G, D, batches, opt_kwargs, r1_gamma, max_steps, probe, state=None):
         loss.backward()
         opt.step()
         step += 1
-        signs.append(verdict(G, D, probe))
+        signs.append(verdict(D, probe_img, probe))
     return dict(who='D', steps=step, flipped=signs[-1] < 0, fake_sign_start=signs[0], fake_sign_end=signs[-1],
                 opt_state=opt.state_dict())
 
