@@ -285,6 +285,61 @@ def test_style_mixing_takes_later_layers_from_a_second_latent():
     assert 1 <= cutoff < G.num_ws
     assert same[:cutoff].all() and not same[cutoff:].any()
 
+def test_shape_spread_ignores_colour_and_speckle_but_sees_shapes():
+    from training.loss import shape_spread
+    torch.manual_seed(0)
+    bar = -torch.ones([1, 1, 16, 16]); bar[..., 2:14, 6:10] = 1          # a vertical bar
+    ring = -torch.ones([1, 1, 16, 16]); ring[..., 2:14, 2:14] = 1; ring[..., 5:11, 5:11] = -1
+    colours = torch.rand([8, 3, 1, 1]) * 0.5 + 0.5
+    colours[:, 0] = 1                                                    # the max channel is the same
+    one_shape = ((bar + 1) * colours - 1)                                # one shape in 8 colours
+    two_shapes = torch.cat([((bar + 1) * colours[:4] - 1), ((ring + 1) * colours[4:] - 1)])[[0, 4, 1, 5, 2, 6, 3, 7]]
+    speckled = one_shape + 0.1 * torch.randn_like(one_shape)
+    assert float(shape_spread(one_shape)) == pytest.approx(0, abs=1e-6)
+    assert float(shape_spread(two_shapes)) > 0.3
+    assert float(shape_spread(speckled)) < float(shape_spread(two_shapes)) / 10    # mostly pooled away
+
+def test_diversity_floor_pushes_a_collapsed_generator_apart_and_stops_at_the_reals_spread():
+    from torch_utils import training_stats
+    from training.loss import StyleGAN2Loss, shape_spread
+    from training.networks import Generator
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=8))
+    with torch.no_grad():    # nearly collapse G: styles barely depend on w, so every latent draws about one image
+        for name, module in G.named_modules():
+            if name.endswith('affine'):
+                module.weight.mul_(0.01)
+    D = _LinearD([3, 16, 16])
+    z, c = torch.randn([8, 8]), torch.zeros([8, 0])
+    def loss_grad(weight, reals):
+        G.zero_grad(set_to_none=True)
+        torch.manual_seed(1)    # the same noise inputs in every call
+        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
+                             style_mixing_prob=0, div_weight=weight)
+        collector = training_stats.Collector(regex='Loss/G/.*')
+        loss.accumulate_gradients('Gmain', real_img=reals, real_c=c, gen_z=z, gen_c=c, sync=True, gain=1)
+        collector.update()
+        return [p.grad.clone() for p in G.parameters() if p.grad is not None], collector
+    diverse = torch.rand([8, 3, 16, 16]) * 2 - 1
+    base, _ = loss_grad(0, diverse)
+    with_div, stats = loss_grad(10, diverse)
+    assert stats.mean('Loss/G/spread_real') > stats.mean('Loss/G/spread_fake')
+    assert stats.mean('Loss/G/div') == pytest.approx(10 * (stats.mean('Loss/G/spread_real') - stats.mean('Loss/G/spread_fake')), rel=1e-4)
+    assert any(not torch.allclose(a, b) for a, b in zip(base, with_div))
+    # One step along the floor's own gradient spreads G's shapes.
+    with torch.no_grad():
+        before = float(shape_spread(G(z, c)))
+        for p, a, b in zip([p for p in G.parameters() if p.grad is not None], base, with_div):
+            p -= 1e-2 * (b - a) / (b - a).abs().max().clamp(min=1e-12)
+        assert float(shape_spread(G(z, c))) > before
+    # Reals that spread less than the fakes: the hinge is off, the gradient is upstream's.
+    flat = -torch.ones([8, 3, 16, 16])
+    base, _ = loss_grad(0, flat)
+    with_div, stats = loss_grad(10, flat)
+    assert stats.mean('Loss/G/div') == 0
+    assert all(torch.allclose(a, b) for a, b in zip(base, with_div))
+
 #----------------------------------------------------------------------------
 # train.py flags.
 
@@ -310,6 +365,7 @@ BAD_FLAGS = {
     'zero_glr':           (['--glr=0'], '--glr must be positive'),
     'no_mapping':         (['--map=0'], '--map must be at least 1'),
     'dmap_without_cond':  (['--dmap=2'], '--dmap sets the label mapping of a conditional discriminator'),
+    'negative_div':       (['--div=-1'], '--div must be non-negative'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -357,6 +413,15 @@ def test_glr_dlr_and_map_reach_the_optimizers_and_the_mapping_network(train_modu
     assert (args.G_opt_kwargs.lr, args.D_opt_kwargs.lr) == (0.001, 0.0005)
     G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert G.mapping.num_layers == 8 and hasattr(G.mapping, 'fc7')
+
+def test_div_reaches_the_loss_and_zero_keeps_upstreams_objective(train_module, digits_zip):
+    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip, cond=False, subset=None, mirror=False, cfg='cpu',
+                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
+                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, div=100)
+    assert '-div100' in desc and args.loss_kwargs.div_weight == 100
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, div=0)
+    assert '-div' not in desc and 'div_weight' not in args.loss_kwargs
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)

@@ -37,6 +37,20 @@ class Loss:
 
 #----------------------------------------------------------------------------
 
+def shape_spread(img, pool=4):
+    """How much the shapes of a batch differ: mean |s_i - s_j| over neighbouring pairs (i, i+1
+    mod N) of coarse shape maps s = avg_pool(max over channels), in [-1, 1] units. Taking the
+    channel max ignores the colour, so a G that draws one shape in many colours scores low;
+    pooling by `pool` ignores pixel-level texture and noise, so speckle cannot stand in for shape."""
+    shape = img.amax(dim=1, keepdim=True)
+    if pool > 1 and min(shape.shape[2:]) >= 2 * pool:
+        shape = F.avg_pool2d(shape, pool)
+    if shape.shape[0] < 2:
+        return shape.new_zeros([])
+    return (shape - shape.roll(1, dims=0)).abs().mean()
+
+#----------------------------------------------------------------------------
+
 class StyleGAN2Loss(Loss):
     """The StyleGAN2 / StyleGAN2-ADA objective."""
     def __init__(self,
@@ -50,6 +64,7 @@ class StyleGAN2Loss(Loss):
         pl_batch_shrink     = 2,    # Divide the batch by this for the path-length term.
         pl_decay            = 0.01, # Decay of the running mean of path lengths.
         pl_weight           = 2,    # Path-length regularisation weight, 0 = disable.
+        div_weight          = 0,    # Weight of the diversity floor (not in upstream; see shape_spread), 0 = disable.
     ):
         super().__init__()
         self.device = device
@@ -62,6 +77,7 @@ class StyleGAN2Loss(Loss):
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_decay = pl_decay
         self.pl_weight = pl_weight
+        self.div_weight = div_weight
         self.pl_mean = torch.zeros([], device=device)
 
     def run_G(self, z, c, sync):
@@ -110,6 +126,16 @@ class StyleGAN2Loss(Loss):
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_Gmain = F.softplus(-gen_logits)
                 training_stats.report('Loss/G/loss', loss_Gmain)
+                if self.div_weight != 0:
+                    # Diversity floor: a hinge that only acts while the fakes' shapes spread less
+                    # than the reals' of this minibatch do (a collapsing G).
+                    gen_spread = shape_spread(gen_img)
+                    real_spread = shape_spread(real_img.detach())
+                    loss_Gdiv = F.relu(real_spread - gen_spread) * self.div_weight
+                    training_stats.report('Loss/G/spread_fake', gen_spread)
+                    training_stats.report('Loss/G/spread_real', real_spread)
+                    training_stats.report('Loss/G/div', loss_Gdiv)
+                    loss_Gmain = loss_Gmain + loss_Gdiv
             with torch.autograd.profiler.record_function('Gmain_backward'):
                 loss_Gmain.mean().mul(gain).backward()
 
