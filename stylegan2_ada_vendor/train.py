@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -247,6 +247,17 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     if args.batch_size % (args.batch_gpu * gpus) != 0:
         args.batch_gpu = args.batch_size // gpus
     args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)
+    if pack is not None and pack != 1:
+        # Not in upstream: PacGAN (Lin et al. 2018), D judges `pack` images at once.
+        if pack < 1:
+            raise click.ClickException(f'--pack must be a positive integer; got {pack}.')
+        if cond:
+            raise click.ClickException('--pack needs an unconditional model; drop --cond=1 or --pack.')
+        if args.batch_gpu % pack != 0:
+            raise click.ClickException(f'--pack={pack} must divide the per-process batch ({args.batch_gpu}); change --batch or --pack.')
+        desc += f'-pack{pack}'
+        args.D_kwargs.pack = pack
+        args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu // pack)
 
     _setup_augmentation(args, aug, p, target, augpipe)
     desc += args.pop('aug_desc')
@@ -509,6 +520,7 @@ def parse_comma_list(text):
 @click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
 @click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
 @click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
+@click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
@@ -561,7 +573,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

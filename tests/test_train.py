@@ -366,6 +366,7 @@ BAD_FLAGS = {
     'no_mapping':         (['--map=0'], '--map must be at least 1'),
     'dmap_without_cond':  (['--dmap=2'], '--dmap sets the label mapping of a conditional discriminator'),
     'negative_div':       (['--div=-1'], '--div must be non-negative'),
+    'pack_not_dividing':  (['--pack=3', '--batch=16'], '--pack=3 must divide the per-process batch (16)'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -422,6 +423,21 @@ def test_div_reaches_the_loss_and_zero_keeps_upstreams_objective(train_module, d
     assert '-div100' in desc and args.loss_kwargs.div_weight == 100
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, div=0)
     assert '-div' not in desc and 'div_weight' not in args.loss_kwargs
+
+def test_pack_reaches_d_and_its_minibatch_std_group_and_refuses_labels(train_module, digits_zip, tmp_path):
+    common = dict(gpus=1, snap=1, metrics=[], seed=0, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=None,
+                  aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None, fp32=False,
+                  nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, data=digits_zip, cond=False, pack=2, batch=8)
+    assert '-pack2' in desc and args.D_kwargs.pack == 2
+    assert args.D_kwargs.epilogue_kwargs.mbstd_group_size == 4      # 8 images are 4 packs: one group of 4
+    D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=0, img_resolution=16, img_channels=3)
+    assert D(torch.randn([8, 3, 16, 16]), None).shape == (4, 1)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, data=digits_zip, cond=False, batch=None, pack=1)
+    assert '-pack' not in desc and 'pack' not in args.D_kwargs
+    labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
+    with pytest.raises(train_module.click.ClickException, match='--pack needs an unconditional model'):
+        train_module.setup_training_loop_kwargs(**common, data=labelled, cond=True, batch=None, pack=2)
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)

@@ -193,6 +193,10 @@ class StyleGAN2Loss(Loss):
                     training_stats.report('Loss/r1_penalty', r1_penalty)
                     training_stats.report('Loss/D/reg', loss_Dr1)
             with torch.autograd.profiler.record_function(name + '_backward'):
-                (real_logits * 0 + loss_Dreal + loss_Dr1).mean().mul(gain).backward()
+                # Two means: a packing D (PacGAN) gives one logit per pack but one R1 term per image.
+                loss_Dtotal = (real_logits * 0 + loss_Dreal).mean()
+                if do_Dr1:
+                    loss_Dtotal = loss_Dtotal + loss_Dr1.mean()
+                loss_Dtotal.mul(gain).backward()
 
 #----------------------------------------------------------------------------
