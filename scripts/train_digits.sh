@@ -14,6 +14,7 @@
 #                                                  # runs in runs/digits-cond/
 #   RUNS=runs/digits-c128 CMAX=128 bash scripts/train_digits.sh   # wider networks, in a folder of their own
 #   RUNS=runs/digits-lr01 LR=0.01 bash scripts/train_digits.sh      # G and D learning rate 0.01 (--glr/--dlr)
+#   RUNS=runs/digits-pack2 PACK=2 bash scripts/train_digits.sh      # PacGAN discriminator on pairs (--pack=2)
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when the script is
 # started again (a killed run loses at most one snapshot interval). After each run its newest
@@ -44,6 +45,7 @@ CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
 COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
 LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
+PACK=${PACK:-1}                  # PacGAN: D judges PACK images at once (--pack); 1: upstream's D
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
 DATA=datasets/mnist-ul32.zip
 NAMES=("$@")
@@ -51,6 +53,7 @@ if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else
 RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
 if [ -n "$LR" ]; then LR_FLAGS="--glr=$LR --dlr=$LR"; else LR_FLAGS=; fi
+if [ "$PACK" != 1 ]; then LR_FLAGS="$LR_FLAGS --pack=$PACK"; fi
 
 if [ ! -f "$DATA" ]; then
     python stylegan2_ada_vendor/dataset_tool.py --source="$MNIST" --dest="$DATA" \
