@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -233,6 +233,16 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         if div > 0:
             desc += f'-div{div:g}'
             args.loss_kwargs.div_weight = div
+    if mismatch is not None and mismatch != 0:
+        # Not in upstream: a matching-aware conditional D (reals with a wrong label count as fakes).
+        if mismatch < 0:
+            raise click.ClickException(f'--mismatch must be non-negative; got {mismatch}.')
+        if not cond:
+            raise click.ClickException('--mismatch shows D reals with wrong labels, so it needs --cond=1; add it or drop --mismatch.')
+        if info.label_dim < 2:
+            raise click.ClickException(f'--mismatch needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
+        desc += f'-mismatch{mismatch:g}'
+        args.loss_kwargs.mismatch_weight = mismatch
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -292,7 +302,8 @@ def _inspect_dataset(training_set_kwargs, flag):
     try:
         training_set = dnnlib.util.construct_class_by_name(**training_set_kwargs)
         info = dnnlib.EasyDict(name=training_set.name, size=len(training_set), resolution=training_set.resolution,
-                               has_labels=training_set.has_labels)
+                               has_labels=training_set.has_labels,
+                               label_dim=training_set.label_dim if training_set.has_labels else 0)
         if hasattr(training_set, 'close'):
             training_set.close()
         return info
@@ -521,6 +532,7 @@ def parse_comma_list(text):
 @click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
 @click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
+@click.option('--mismatch', help='Conditional models: weight of reals with wrong labels as fakes for D (not in upstream) [default: 0]', type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
@@ -573,7 +585,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

@@ -340,6 +340,54 @@ def test_diversity_floor_pushes_a_collapsed_generator_apart_and_stops_at_the_rea
     assert stats.mean('Loss/G/div') == 0
     assert all(torch.allclose(a, b) for a, b in zip(base, with_div))
 
+def test_wrong_labels_are_one_hot_and_never_the_right_class():
+    from training.loss import wrong_labels
+    torch.manual_seed(0)
+    c = torch.nn.functional.one_hot(torch.arange(1000) % 10, 10).float()
+    wrong = wrong_labels(c)
+    assert wrong.shape == c.shape and (wrong.sum(1) == 1).all() and set(wrong.unique().tolist()) == {0.0, 1.0}
+    assert not (wrong.argmax(1) == c.argmax(1)).any()
+    shift = (wrong.argmax(1) - c.argmax(1)) % 10
+    assert set(shift.tolist()) == set(range(1, 10))                      # every other class occurs
+
+class _LabelD(torch.nn.Module):
+    """Logit = <w_c, mean colour>: a D whose verdict depends on the label."""
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn([4, 3]))
+    def forward(self, img, c):
+        return (c @ self.w * img.mean([2, 3])).sum(1, keepdim=True)
+
+def test_mismatch_term_scores_reals_with_wrong_labels_as_fakes():
+    from torch_utils import training_stats
+    from training.loss import StyleGAN2Loss
+    torch.manual_seed(0)
+    D = _LabelD()
+    real = torch.randn([6, 3, 4, 4])
+    c = torch.nn.functional.one_hot(torch.arange(6) % 4, 4).float()
+    def grad(weight, seed=1):
+        D.zero_grad(set_to_none=True)
+        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=None, G_synthesis=None, D=D, r1_gamma=0,
+                             mismatch_weight=weight)
+        loss.run_G = lambda z, c, sync: (torch.zeros([6, 3, 4, 4]), None)     # fakes of mean 0: no gradient
+        collector = training_stats.Collector(regex='Loss/.*')
+        torch.manual_seed(seed)
+        loss.accumulate_gradients('Dmain', real_img=real, real_c=c, gen_z=torch.zeros([6, 1]), gen_c=c, sync=True, gain=1)
+        collector.update()
+        return D.w.grad.clone(), collector
+    plain, stats = grad(0)
+    assert stats.num('Loss/scores/mismatch') == 0
+    mixed, stats = grad(2)
+    assert stats.num('Loss/scores/mismatch') == 6
+    # The extra gradient is exactly that of 2 * softplus(D(real, wrong label)), the wrong labels drawn as the loss draws them.
+    from training.loss import wrong_labels
+    torch.manual_seed(1)
+    wrong = wrong_labels(c)
+    w = D.w.detach().clone().requires_grad_(True)
+    extra = (2 * torch.nn.functional.softplus((wrong @ w * real.mean([2, 3])).sum(1))).mean()
+    expected, = torch.autograd.grad(extra, w)
+    assert torch.allclose(mixed - plain, expected, atol=1e-6)
+
 #----------------------------------------------------------------------------
 # train.py flags.
 
@@ -367,6 +415,7 @@ BAD_FLAGS = {
     'dmap_without_cond':  (['--dmap=2'], '--dmap sets the label mapping of a conditional discriminator'),
     'negative_div':       (['--div=-1'], '--div must be non-negative'),
     'pack_not_dividing':  (['--pack=3', '--batch=16'], '--pack=3 must divide the per-process batch (16)'),
+    'mismatch_without_cond': (['--mismatch=1'], '--mismatch shows D reals with wrong labels, so it needs --cond=1'),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -438,6 +487,16 @@ def test_pack_reaches_d_and_its_minibatch_std_group_and_refuses_labels(train_mod
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
     with pytest.raises(train_module.click.ClickException, match='--pack needs an unconditional model'):
         train_module.setup_training_loop_kwargs(**common, data=labelled, cond=True, batch=None, pack=2)
+
+def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
+    labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
+    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
+                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
+                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, mismatch=1)
+    assert '-mismatch1' in desc and args.loss_kwargs.mismatch_weight == 1
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common)
+    assert 'mismatch' not in desc and 'mismatch_weight' not in args.loss_kwargs
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)

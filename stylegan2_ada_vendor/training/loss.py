@@ -49,6 +49,14 @@ def shape_spread(img, pool=4):
         return shape.new_zeros([])
     return (shape - shape.roll(1, dims=0)).abs().mean()
 
+def wrong_labels(c):
+    """One-hot labels [N, C] -> one-hot labels of another class, drawn uniformly among the other
+    C - 1 for every row."""
+    num_classes = c.shape[1]
+    assert num_classes >= 2, 'wrong labels need at least two classes'
+    shift = torch.randint(1, num_classes, [c.shape[0]], device=c.device)
+    return F.one_hot((c.argmax(dim=1) + shift) % num_classes, num_classes).to(c.dtype)
+
 #----------------------------------------------------------------------------
 
 class StyleGAN2Loss(Loss):
@@ -65,6 +73,7 @@ class StyleGAN2Loss(Loss):
         pl_decay            = 0.01, # Decay of the running mean of path lengths.
         pl_weight           = 2,    # Path-length regularisation weight, 0 = disable.
         div_weight          = 0,    # Weight of the diversity floor (not in upstream; see shape_spread), 0 = disable.
+        mismatch_weight     = 0,    # Conditional D: weight of reals shown with a wrong label as fakes (not in upstream), 0 = disable.
     ):
         super().__init__()
         self.device = device
@@ -78,6 +87,7 @@ class StyleGAN2Loss(Loss):
         self.pl_decay = pl_decay
         self.pl_weight = pl_weight
         self.div_weight = div_weight
+        self.mismatch_weight = mismatch_weight
         self.pl_mean = torch.zeros([], device=device)
 
     def run_G(self, z, c, sync):
@@ -183,6 +193,13 @@ class StyleGAN2Loss(Loss):
                 if do_Dmain:
                     loss_Dreal = F.softplus(-real_logits)
                     training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                    if self.mismatch_weight != 0:
+                        # Matching-aware D (Reed et al. 2016): a real digit with a wrong label is
+                        # fake, so D must tie each label to its digit before G has to follow it.
+                        wrong_logits = self.run_D(real_img.detach(), wrong_labels(real_c), sync=False)
+                        training_stats.report('Loss/scores/mismatch', wrong_logits)
+                        training_stats.report('Loss/signs/mismatch', wrong_logits.sign())
+                        loss_Dreal = loss_Dreal + F.softplus(wrong_logits) * self.mismatch_weight
 
                 loss_Dr1 = 0
                 if do_Dr1:
