@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -225,6 +225,14 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException('--dmap sets the label mapping of a conditional discriminator; add --cond=1 or drop --dmap.')
         desc += f'-dmap{dmap}'
         args.D_kwargs.mapping_kwargs.num_layers = dmap
+    if dmap_lr is not None:
+        # Learning-rate multiplier of D's label mapping layers (upstream: 0.01, as in G's mapping).
+        if dmap_lr <= 0:
+            raise click.ClickException(f'--dmap-lr must be positive; got {dmap_lr}.')
+        if not cond:
+            raise click.ClickException("--dmap-lr sets the label mapping's learning rate of a conditional discriminator; add --cond=1 or drop --dmap-lr.")
+        desc += f'-dmaplr{dmap_lr:g}'
+        args.D_kwargs.mapping_kwargs.lr_multiplier = dmap_lr
     if div is not None:
         # Not in upstream: a hinge on G that acts only while its shapes spread less than the reals'
         # (training/loss.py, shape_spread). 0 = off, the upstream objective.
@@ -533,6 +541,7 @@ def parse_comma_list(text):
 @click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
 @click.option('--mismatch', help='Conditional models: weight of reals with wrong labels as fakes for D (not in upstream) [default: 0]', type=float, metavar='FLOAT')
+@click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
@@ -585,7 +594,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

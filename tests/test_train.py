@@ -416,6 +416,7 @@ BAD_FLAGS = {
     'negative_div':       (['--div=-1'], '--div must be non-negative'),
     'pack_not_dividing':  (['--pack=3', '--batch=16'], '--pack=3 must divide the per-process batch (16)'),
     'mismatch_without_cond': (['--mismatch=1'], '--mismatch shows D reals with wrong labels, so it needs --cond=1'),
+    'dmap_lr_without_cond': (['--dmap-lr=1'], "--dmap-lr sets the label mapping's learning rate of a conditional discriminator"),
 }
 
 @pytest.mark.parametrize('case', sorted(BAD_FLAGS))
@@ -503,6 +504,10 @@ def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(tra
     common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
                   gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
                   fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1, dmap_lr=1)
+    assert desc.endswith('-dmap1-dmaplr1') or '-dmap1-dmaplr1-' in desc
+    D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=10, img_resolution=16, img_channels=3)
+    assert D.mapping.fc0.weight_gain == pytest.approx(1 / np.sqrt(D.mapping.fc0.in_features))    # lr multiplier 1
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1)
     assert desc.endswith('-dmap1') or '-dmap1-' in desc
     D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=10, img_resolution=16, img_channels=3)
