@@ -46,6 +46,7 @@ CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed m
 COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
 LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
 PACK=${PACK:-1}                  # PacGAN: D judges PACK images at once (--pack); 1: upstream's D
+EXTRA=${EXTRA:-}                 # more train.py flags for a new run, e.g. EXTRA="--mismatch=1 --dmap=1 --dmap-lr=1"
 MNIST=${MNIST:-../shared/data/mnist/t10k-images-idx3-ubyte.gz}
 DATA=datasets/mnist-ul32.zip
 NAMES=("$@")
@@ -54,6 +55,7 @@ RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: anothe
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
 if [ -n "$LR" ]; then LR_FLAGS="--glr=$LR --dlr=$LR"; else LR_FLAGS=; fi
 if [ "$PACK" != 1 ]; then LR_FLAGS="$LR_FLAGS --pack=$PACK"; fi
+LR_FLAGS="$LR_FLAGS $EXTRA"
 
 if [ ! -f "$DATA" ]; then
     python stylegan2_ada_vendor/dataset_tool.py --source="$MNIST" --dest="$DATA" \
