@@ -85,7 +85,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -251,6 +251,17 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--mismatch needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
         desc += f'-mismatch{mismatch:g}'
         args.loss_kwargs.mismatch_weight = mismatch
+    if label_ce is not None and label_ce != 0:
+        # Not in upstream: an auxiliary classifier made of the projection D itself (cross-entropy of
+        # D's logits under every label): D on reals, G on its fakes for the label asked.
+        if label_ce < 0:
+            raise click.ClickException(f'--label-ce must be non-negative; got {label_ce}.')
+        if not cond:
+            raise click.ClickException('--label-ce classifies images by their label, so it needs --cond=1; add it or drop --label-ce.')
+        if info.label_dim < 2:
+            raise click.ClickException(f'--label-ce needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
+        desc += f'-labelce{label_ce:g}'
+        args.loss_kwargs.label_ce_weight = label_ce
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -541,6 +552,7 @@ def parse_comma_list(text):
 @click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
 @click.option('--mismatch', help='Conditional models: weight of reals with wrong labels as fakes for D (not in upstream) [default: 0]', type=float, metavar='FLOAT')
+@click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection (not in upstream) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
@@ -594,7 +606,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)

@@ -159,3 +159,15 @@ def test_r1_of_a_packing_discriminator_is_per_image_and_its_mean_matches_the_unp
     grads, = torch.autograd.grad(D(x, None).sum(), x)
     assert collector.num('Loss/r1_penalty') == 4                     # one term per image, not per pack
     assert collector.mean('Loss/r1_penalty') == pytest.approx(float(grads.square().sum([1, 2, 3]).mean()), rel=1e-4)
+
+def test_conditional_discriminator_scores_every_label_at_once():
+    torch.manual_seed(0)
+    D = tiny_D(16, c_dim=5)
+    img = torch.randn([4, 3, 16, 16])
+    every = D(img, None, all_labels=True)
+    assert every.shape == (4, 5)
+    for k in range(5):
+        one = D(img, torch.eye(5)[[k] * 4])
+        assert torch.allclose(every[:, k:k + 1], one, atol=1e-6)
+    with pytest.raises(ValueError, match='all_labels needs a conditional D'):
+        tiny_D(16)(img, None, all_labels=True)

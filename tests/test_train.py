@@ -388,6 +388,48 @@ def test_mismatch_term_scores_reals_with_wrong_labels_as_fakes():
     expected, = torch.autograd.grad(extra, w)
     assert torch.allclose(mixed - plain, expected, atol=1e-6)
 
+def test_label_ce_trains_d_to_rank_the_true_label_first_and_g_to_draw_the_label_asked():
+    from torch_utils import training_stats
+    from training.loss import StyleGAN2Loss
+    from training.networks import Discriminator, Generator
+    torch.manual_seed(0)
+    G = Generator(z_dim=8, c_dim=4, w_dim=8, img_resolution=16, img_channels=3,
+                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=8))
+    D = Discriminator(c_dim=4, img_resolution=16, img_channels=3, channel_base=128, channel_max=8,
+                      mapping_kwargs=dict(num_layers=1, lr_multiplier=1))
+    c = torch.nn.functional.one_hot(torch.arange(8) % 4, 4).float()
+    real = torch.randn([8, 3, 16, 16])
+    def step(phase, weight, seed=1):
+        G.zero_grad(set_to_none=True); D.zero_grad(set_to_none=True)
+        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
+                             style_mixing_prob=0, r1_gamma=0, label_ce_weight=weight)
+        collector = training_stats.Collector(regex='Loss/.*')
+        module = G if phase == 'Gmain' else D
+        module.requires_grad_(True)
+        torch.manual_seed(seed)
+        loss.accumulate_gradients(phase, real_img=real, real_c=c, gen_z=torch.randn([8, 8]), gen_c=c, sync=True, gain=1)
+        module.requires_grad_(False)
+        collector.update()
+        return {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}, collector
+    # D: the extra gradient is that of the mean cross-entropy of D's logits under every label on the reals.
+    plain, stats = step('Dmain', 0)
+    assert stats.num('Loss/D/label_ce') == 0
+    with_ce, stats = step('Dmain', 3)
+    assert stats.num('Loss/D/label_ce') == 8
+    D.requires_grad_(True)
+    target = c.argmax(1)
+    ce = 3 * torch.nn.functional.cross_entropy(D(real, None, all_labels=True), target)
+    expected = dict(zip([n for n, _ in D.named_parameters()], torch.autograd.grad(ce, list(D.parameters()), allow_unused=True)))
+    D.requires_grad_(False)
+    for name, g in with_ce.items():
+        want = expected[name] if expected[name] is not None else torch.zeros_like(g)
+        assert torch.allclose(g - plain.get(name, torch.zeros_like(g)), want, atol=1e-5), name
+    # G: with the term, G's gradient changes; its logged cross-entropy is that of its fakes for the asked labels.
+    plain, _ = step('Gmain', 0)
+    with_ce, stats = step('Gmain', 3)
+    assert stats.num('Loss/G/label_ce') == 8
+    assert any(not torch.allclose(plain[n], with_ce[n]) for n in plain)
+
 #----------------------------------------------------------------------------
 # train.py flags.
 
@@ -416,6 +458,7 @@ BAD_FLAGS = {
     'negative_div':       (['--div=-1'], '--div must be non-negative'),
     'pack_not_dividing':  (['--pack=3', '--batch=16'], '--pack=3 must divide the per-process batch (16)'),
     'mismatch_without_cond': (['--mismatch=1'], '--mismatch shows D reals with wrong labels, so it needs --cond=1'),
+    'label_ce_without_cond': (['--label-ce=1'], '--label-ce classifies images by their label, so it needs --cond=1'),
     'dmap_lr_without_cond': (['--dmap-lr=1'], "--dmap-lr sets the label mapping's learning rate of a conditional discriminator"),
 }
 
@@ -494,10 +537,12 @@ def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
     common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
                   gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
                   fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, mismatch=1)
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, mismatch=1, label_ce=2)
     assert '-mismatch1' in desc and args.loss_kwargs.mismatch_weight == 1
+    assert '-labelce2' in desc and args.loss_kwargs.label_ce_weight == 2
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common)
     assert 'mismatch' not in desc and 'mismatch_weight' not in args.loss_kwargs
+    assert 'labelce' not in desc and 'label_ce_weight' not in args.loss_kwargs
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)

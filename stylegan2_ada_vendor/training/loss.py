@@ -74,6 +74,7 @@ class StyleGAN2Loss(Loss):
         pl_weight           = 2,    # Path-length regularisation weight, 0 = disable.
         div_weight          = 0,    # Weight of the diversity floor (not in upstream; see shape_spread), 0 = disable.
         mismatch_weight     = 0,    # Conditional D: weight of reals shown with a wrong label as fakes (not in upstream), 0 = disable.
+        label_ce_weight     = 0,    # Conditional D: weight of a cross-entropy over D's logits under every label (not in upstream), 0 = disable.
     ):
         super().__init__()
         self.device = device
@@ -88,6 +89,7 @@ class StyleGAN2Loss(Loss):
         self.pl_weight = pl_weight
         self.div_weight = div_weight
         self.mismatch_weight = mismatch_weight
+        self.label_ce_weight = label_ce_weight
         self.pl_mean = torch.zeros([], device=device)
 
     def run_G(self, z, c, sync):
@@ -120,6 +122,19 @@ class StyleGAN2Loss(Loss):
             logits = self.D(img, c)
         return logits
 
+    def run_D_labelled(self, img, c, sync):
+        """run_D, plus (with label_ce_weight) the cross-entropy of D's logits under every label
+        against c's class, per image. Returns (logits [N, 1], ce [N, 1] or None)."""
+        if self.label_ce_weight == 0:
+            return self.run_D(img, c, sync), None
+        if self.augment_pipe is not None:
+            img = self.augment_pipe(img)
+        with misc.ddp_sync(self.D, sync):
+            every = self.D(img, c, all_labels=True)                 # [N, C]: D(img, e_k) for every k
+        target = c.argmax(dim=1)
+        logits = every.gather(1, target[:, None])                   # = D(img, c) for one-hot c
+        return logits, F.cross_entropy(every, target, reduction='none')[:, None]
+
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
         assert phase in PHASES, f'Unknown phase {phase!r}'
         do_Gmain = phase in ('Gmain', 'Gboth')
@@ -131,11 +146,15 @@ class StyleGAN2Loss(Loss):
         if do_Gmain:
             with torch.autograd.profiler.record_function('Gmain_forward'):
                 gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=(sync and not do_Gpl))
-                gen_logits = self.run_D(gen_img, gen_c, sync=False)
+                gen_logits, gen_ce = self.run_D_labelled(gen_img, gen_c, sync=False)
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_Gmain = F.softplus(-gen_logits)
                 training_stats.report('Loss/G/loss', loss_Gmain)
+                if gen_ce is not None:
+                    # G draws what D takes for the asked label rather than for any other.
+                    training_stats.report('Loss/G/label_ce', gen_ce)
+                    loss_Gmain = loss_Gmain + gen_ce * self.label_ce_weight
                 if self.div_weight != 0:
                     # Diversity floor: a hinge that only acts while the fakes' shapes spread less
                     # than the reals' of this minibatch do (a collapsing G).
@@ -185,7 +204,10 @@ class StyleGAN2Loss(Loss):
             name = 'Dreal_Dr1' if do_Dmain and do_Dr1 else 'Dreal' if do_Dmain else 'Dr1'
             with torch.autograd.profiler.record_function(name + '_forward'):
                 real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-                real_logits = self.run_D(real_img_tmp, real_c, sync=sync)
+                if do_Dmain:
+                    real_logits, real_ce = self.run_D_labelled(real_img_tmp, real_c, sync=sync)
+                else:
+                    real_logits, real_ce = self.run_D(real_img_tmp, real_c, sync=sync), None
                 training_stats.report('Loss/scores/real', real_logits)
                 training_stats.report('Loss/signs/real', real_logits.sign())
 
@@ -193,6 +215,11 @@ class StyleGAN2Loss(Loss):
                 if do_Dmain:
                     loss_Dreal = F.softplus(-real_logits)
                     training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
+                    if real_ce is not None:
+                        # Auxiliary classification through the label projection: D must rank a
+                        # real digit's own label above every other one.
+                        training_stats.report('Loss/D/label_ce', real_ce)
+                        loss_Dreal = loss_Dreal + real_ce * self.label_ce_weight
                     if self.mismatch_weight != 0:
                         # Matching-aware D (Reed et al. 2016): a real digit with a wrong label is
                         # fake, so D must tie each label to its digit before G has to follow it.

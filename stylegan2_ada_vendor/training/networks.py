@@ -698,8 +698,12 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
         # Conditioning: project the output onto the mapped label.
         if self.cmap_dim > 0:
-            misc.assert_shape(cmap, [None, self.cmap_dim])
-            x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
+            if cmap.ndim == 3:    # [1, C, cmap_dim]: every label at once -> [N, C]
+                misc.assert_shape(cmap, [1, None, self.cmap_dim])
+                x = (x @ cmap[0].to(x.dtype).t()) * (1 / np.sqrt(self.cmap_dim))
+            else:
+                misc.assert_shape(cmap, [None, self.cmap_dim])
+                x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
 
         assert x.dtype == dtype
         return x
@@ -763,8 +767,13 @@ class Discriminator(torch.nn.Module):
             self.mapping = MappingNetwork(z_dim=0, c_dim=c_dim, w_dim=cmap_dim, num_ws=None, w_avg_beta=None, **mapping_kwargs)
         self.b4 = DiscriminatorEpilogue(channels_dict[4], cmap_dim=cmap_dim, resolution=4, **epilogue_kwargs, **common_kwargs)
 
-    def forward(self, img, c, **block_kwargs):
+    def forward(self, img, c, all_labels=False, **block_kwargs):
+        """Logits [N, 1] of img under labels c; with all_labels (conditional D only) the logits
+        [N, c_dim] of img under every one-hot label, c ignored: the image's features are computed
+        once and projected onto each mapped label, so row i, column k equals D(img[i], e_k)."""
         misc.assert_shape(img, [None, self.img_channels, self.img_resolution, self.img_resolution])
+        if all_labels and self.c_dim == 0:
+            raise ValueError('all_labels needs a conditional D (c_dim > 0).')
         if self.pack > 1:
             if img.shape[0] % self.pack != 0:
                 raise ValueError(f'this D judges packs of {self.pack} images; got a batch of {img.shape[0]}, not a multiple of {self.pack}.')
@@ -775,6 +784,8 @@ class Discriminator(torch.nn.Module):
             x, img = block(x, img, **block_kwargs)
 
         cmap = None
-        if self.c_dim > 0:
+        if all_labels:
+            cmap = self.mapping(None, torch.eye(self.c_dim, device=x.device))[None]
+        elif self.c_dim > 0:
             cmap = self.mapping(None, c)
         return self.b4(x, img, cmap)
