@@ -1,6 +1,12 @@
 """StyleGAN2's training objective: non-saturating logistic GAN loss with lazy R1 on reals and
 lazy path-length regularisation, with style mixing.
 
+Three optional terms are ours, not upstream's, all off by default (train.py --div, --mismatch,
+--label-ce): a diversity floor on G, a matching-aware conditional D (reals with wrong labels are
+fakes), and an auxiliary classification through the projection D (cross-entropy of D's logits
+under every label; D on reals, G on its fakes). They were added to fight mode collapse of the
+narrow digit models (README, "Reproducing the paper on digits").
+
 The training loop calls `accumulate_gradients(phase, ...)` once per phase and minibatch round;
 the loss runs the networks, reports its statistics through `training_stats` and calls
 `backward()`. It never steps an optimizer. Phases:
