@@ -64,7 +64,7 @@ def _probe_name(path):
 # The collapse probes, in the order they were run (each written by digit_diversity.py --json).
 PROBE_FILES = ('collapse_probes_easy.json', 'collapse_probes_colour.json', 'collapse_probes_cond.json', 'collapse_probes_lr.json',
                'collapse_probes_batch.json', 'collapse_probes_width.json', 'collapse_probes_d.json', 'collapse_probes_length.json',
-               'collapse_probes_pack.json')
+               'collapse_probes_pack.json', 'collapse_probes_labels.json')
 
 def diversity_section(probes=True):
     d = load('digit_diversity.json')

@@ -35,6 +35,10 @@
 # and NVlabs' own training code with the same settings. Class-conditional runs (COND=1) draw one shape per
 # label, not the digit asked for, to 288 kimg: their D scores real digits no higher with the right label
 # than with a wrong one (scripts/digit_diversity.py, d_label_preference).
+# What does work (README, "A conditional D that must read the label"): class-conditional with a label
+# cross-entropy through D's projection and a fast one-layer label mapping. G follows the label more
+# and more (label agreement 0.540 at 80 kimg):
+#   RUNS=runs/digits-labelce COND=1 KIMG=400 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/train_digits.sh NAME
 # To train the models side by side, one core each: OMP_NUM_THREADS=1 bash scripts/train_digits.sh NAME &
 set -euo pipefail
 cd "$(dirname "$0")/.."
