@@ -86,14 +86,33 @@ def collect(name, kimg=None, runs_dir=None):
                 seconds_per_kimg=last_tick_speed(run_dir), G_kwargs=options.get('G_kwargs'),
                 conditional=bool(options.get('training_set_kwargs', {}).get('use_labels')),
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'),
-                glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'))
+                glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'),
+                extra_flags=extra_flags(options))
+
+def extra_flags(options):
+    """The train.py flags beyond train_digits.sh's own (its EXTRA, and PACK) that a run's
+    training_options.json shows: our terms against mode collapse and D's label mapping."""
+    loss = options.get('loss_kwargs') or {}
+    D = options.get('D_kwargs') or {}
+    mapping = D.get('mapping_kwargs') or {}
+    flags = []
+    for key, flag in (('label_ce_weight', '--label-ce'), ('mismatch_weight', '--mismatch'), ('div_weight', '--div')):
+        if loss.get(key):
+            flags.append(f'{flag}={loss[key]:g}')
+    if 'num_layers' in mapping:
+        flags.append(f'--dmap={mapping["num_layers"]}')
+    if 'lr_multiplier' in mapping:
+        flags.append(f'--dmap-lr={mapping["lr_multiplier"]:g}')
+    if D.get('pack', 1) != 1:
+        flags.append(f'--pack={D["pack"]}')
+    return ' '.join(flags)
 
 PRESET_LR = 0.0025    # the cpu preset's learning rate of G and D
 DEFAULT_KIMG = 192    # train_digits.sh's KIMG when it is not given
 
-def train_command(models, cond, runs_dir, lr):
+def train_command(models, cond, runs_dir, lr, extra=''):
     """The train_digits.sh line that trains `models` (the variables it was given); `lr` is their
-    common learning rate, None where they differ."""
+    common learning rate, None where they differ; `extra` their common extra train.py flags."""
     words = []
     runs = os.path.relpath(os.path.abspath(runs_dir), ROOT)
     default_runs = os.path.join('runs', 'digits-cond') if cond else os.path.relpath(RUNS, ROOT)    # train_digits.sh's
@@ -106,6 +125,8 @@ def train_command(models, cond, runs_dir, lr):
     kimgs = {round(m['kimg']) for m in models}
     if len(kimgs) == 1 and kimgs != {DEFAULT_KIMG}:
         words.append(f'KIMG={kimgs.pop()}')
+    if extra:
+        words.append(f'EXTRA="{extra}"')
     return ' '.join(words + ['bash scripts/train_digits.sh'])
 
 def main(names, kimg=None, runs_dir=None):
@@ -125,12 +146,18 @@ def main(names, kimg=None, runs_dir=None):
         print('Warning: results/models mixes conditional and unconditional models; collect them all from one runs folder.')
     cond = all(conditional) and bool(conditional)
     lrs = sorted({m.get('glr') or PRESET_LR for m in record['models'].values()})
-    record['command'] = train_command(record['models'].values(), cond, runs_dir, lrs[0] if len(lrs) == 1 else None)
+    extras = sorted({m.get('extra_flags', '') for m in record['models'].values()})
+    if len(extras) > 1:
+        print('Warning: results/models mixes training flags (' + '; '.join(e or 'none' for e in extras) +
+              '); collect them all from one runs folder.')
+    record['command'] = train_command(record['models'].values(), cond, runs_dir, lrs[0] if len(lrs) == 1 else None,
+                                      extras[0] if len(extras) == 1 else '')
     if len(lrs) > 1:
         print('Warning: results/models mixes learning rates ' + ', '.join(f'{lr:g}' for lr in lrs) +
               '; collect them all from one runs folder.')
     lr_text = '' if lrs == [PRESET_LR] else ''.join(f' --glr={lr:g} --dlr={lr:g}' for lr in lrs[-1:])
-    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text +
+    extra_text = f' {extras[0]}' if len(extras) == 1 and extras[0] else ''
+    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
                           ' (32 channels at every scale, batch 32, no augmentation' +
                           ('; class-conditional on the MNIST labels' if cond else '') + '); baseline --pe=none, '
                           'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5')

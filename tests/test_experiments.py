@@ -207,6 +207,21 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     assert record['models']['mspe']['glr'] == 0.01 and record['models']['mspe']['dlr'] == 0.01
     assert 'LR=0.01 KIMG=48 bash scripts/train_digits.sh' in record['command'] and 'RUNS=' in record['command']
     assert '--glr=0.01 --dlr=0.01' in record['settings'] and 'COND=1' not in record['command']
+    # Our flags against mode collapse (train_digits.sh's EXTRA) come back from training_options.json.
+    ce_dir = tmp_path / 'ce' / 'baseline' / '00000-z'
+    ce_dir.mkdir(parents=True)
+    (ce_dir / 'training_options.json').write_text(json.dumps(dict(
+        G_kwargs={}, batch_size=4, loss_kwargs=dict(r1_gamma=0.0064, label_ce_weight=10.0),
+        D_kwargs=dict(mapping_kwargs=dict(num_layers=1, lr_multiplier=1.0)),
+        training_set_kwargs=dict(use_labels=True), G_opt_kwargs=dict(lr=0.0025), D_opt_kwargs=dict(lr=0.0025))))
+    with open(ce_dir / 'network-snapshot-000008.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=tiny_G('none'), training_set_kwargs={}, progress=dict(cur_nimg=8000)), f)
+    os.remove(tmp_path / 'models' / 'models.json')
+    cdm.main([], runs_dir=str(ce_dir.parent.parent))
+    record = json.load(open(tmp_path / 'models' / 'models.json'))
+    assert record['models']['baseline']['extra_flags'] == '--label-ce=10 --dmap=1 --dmap-lr=1'
+    assert 'COND=1 KIMG=8 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/train_digits.sh' in record['command']
+    assert '--cond=1 --label-ce=10 --dmap=1 --dmap-lr=1' in record['settings']
 
 def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
     """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples."""
