@@ -241,27 +241,21 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         if div > 0:
             desc += f'-div{div:g}'
             args.loss_kwargs.div_weight = div
-    if mismatch is not None and mismatch != 0:
-        # Not in upstream: a matching-aware conditional D (reals with a wrong label count as fakes).
-        if mismatch < 0:
-            raise click.ClickException(f'--mismatch must be non-negative; got {mismatch}.')
+    # Not in upstream, conditional models only: a matching-aware D (reals with a wrong label count
+    # as fakes) and an auxiliary classifier made of the projection D itself (cross-entropy of D's
+    # logits under every label: D on reals, G on its fakes for the label asked).
+    for flag, value, key, why in (('--mismatch', mismatch, 'mismatch_weight', 'shows D reals with wrong labels'),
+                                  ('--label-ce', label_ce, 'label_ce_weight', 'classifies images by their label')):
+        if value is None or value == 0:
+            continue
+        if value < 0:
+            raise click.ClickException(f'{flag} must be non-negative; got {value}.')
         if not cond:
-            raise click.ClickException('--mismatch shows D reals with wrong labels, so it needs --cond=1; add it or drop --mismatch.')
+            raise click.ClickException(f'{flag} {why}, so it needs --cond=1; add it or drop {flag}.')
         if info.label_dim < 2:
-            raise click.ClickException(f'--mismatch needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
-        desc += f'-mismatch{mismatch:g}'
-        args.loss_kwargs.mismatch_weight = mismatch
-    if label_ce is not None and label_ce != 0:
-        # Not in upstream: an auxiliary classifier made of the projection D itself (cross-entropy of
-        # D's logits under every label): D on reals, G on its fakes for the label asked.
-        if label_ce < 0:
-            raise click.ClickException(f'--label-ce must be non-negative; got {label_ce}.')
-        if not cond:
-            raise click.ClickException('--label-ce classifies images by their label, so it needs --cond=1; add it or drop --label-ce.')
-        if info.label_dim < 2:
-            raise click.ClickException(f'--label-ce needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
-        desc += f'-labelce{label_ce:g}'
-        args.loss_kwargs.label_ce_weight = label_ce
+            raise click.ClickException(f'{flag} needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
+        desc += f'-{flag[2:].replace("-", "")}{value:g}'
+        args.loss_kwargs[key] = value
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')

@@ -532,11 +532,15 @@ def test_pack_reaches_d_and_its_minibatch_std_group_and_refuses_labels(train_mod
     with pytest.raises(train_module.click.ClickException, match='--pack needs an unconditional model'):
         train_module.setup_training_loop_kwargs(**common, data=labelled, cond=True, batch=None, pack=2)
 
-def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
+def conditional_flags(tmp_path):
+    """setup_training_loop_kwargs arguments of a conditional cpu run on a labelled digits zip."""
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
-    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
-                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
-                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    return dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
+                gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None,
+                freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+
+def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
+    common = conditional_flags(tmp_path)
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, mismatch=1, label_ce=2)
     assert '-mismatch1' in desc and args.loss_kwargs.mismatch_weight == 1
     assert '-labelce2' in desc and args.loss_kwargs.label_ce_weight == 2
@@ -545,10 +549,7 @@ def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
     assert 'labelce' not in desc and 'label_ce_weight' not in args.loss_kwargs
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
-    labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
-    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=labelled, cond=True, subset=None, mirror=False, cfg='cpu',
-                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
-                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
+    common = conditional_flags(tmp_path)
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1, dmap_lr=1)
     assert desc.endswith('-dmap1-dmaplr1') or '-dmap1-dmaplr1-' in desc
     D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=10, img_resolution=16, img_channels=3)
