@@ -11,6 +11,10 @@ scripts/digit_classifier.py:
   frechet        Frechet distance between classifier features of the fakes and of as many
                  dataset images (lower = closer to the data);
   pixel_std      per-pixel standard deviation across the fakes, averaged (0 = identical fakes);
+  shape_std      the same within each class, on colour-blind shapes (the max over RGB): per class
+                 (the class asked for, for a conditional G; else the classifier's), the per-pixel
+                 std across that class's images, averaged over pixels and classes. Near 0 = one
+                 shape per class, however many classes: the collapse a conditional G can hide;
   label_agreement  for a class-conditional G only: the share of fakes the classifier assigns to
                  the class they were drawn for (seed i asks for digit i % 10; null otherwise);
   style_spread   how much the latent moves the conv layers' modulation styles: per conv layer,
@@ -73,6 +77,14 @@ def effective_classes(hist):
     nz = hist[hist > 0]
     return float(torch.exp(-(nz * nz.log()).sum())) if len(nz) else 0.0
 
+def shape_std(images, groups):
+    """The shape_std of the module docstring for images [N, C, H, W] and their classes [N]
+    (classes with fewer than two images are left out; 0 when none is left)."""
+    shapes = images.amax(dim=1)
+    groups = groups.to(shapes.device)
+    stds = [shapes[groups == k].std(dim=0).mean() for k in groups.unique() if int((groups == k).sum()) >= 2]
+    return float(torch.stack(stds).mean()) if stds else 0.0
+
 def verdict(images, clf, real_feats, requested=None):
     """The verdict (the numbers of the module docstring and the class histogram) for images
     [N, C, H, W] in [-1, 1]; `requested` [N] = the classes a conditional G was asked for."""
@@ -86,6 +98,7 @@ def verdict(images, clf, real_feats, requested=None):
                 confident=float(sure.double().mean()),
                 frechet=float(frechet_distance(feats, real_feats)),
                 pixel_std=float(images.std(dim=0).mean()),
+                shape_std=shape_std(images, labels if requested is None else requested),
                 label_agreement=agreement,
                 histogram=[round(float(h), 4) for h in hist])
 
@@ -153,7 +166,7 @@ def main():
         agree += f'  style_spread {r["style_spread"]:.3f}' if 'style_spread' in r else ''
         agree += f'  d_label_preference {r["d_label_preference"]:.3f}' if 'd_label_preference' in r else ''
         print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
-              f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}' + agree)
+              f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}  shape_std {r["shape_std"]:.3f}' + agree)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(command='python scripts/digit_diversity.py ' + shlex.join(sys.argv[1:]), num=args.num, data=args.data, note=args.note, rows=rows), f, indent=1)

@@ -8,12 +8,13 @@
 #   KIMG=40 bash scripts/quickstart.sh      # longer (the run resumes where it stopped)
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
-# the same canvases of our committed 192-kimg MNIST model (results/models/mspe.pkl) in
-# out/quickstart/trained-*/ when that file exists.
+# the same canvases of our committed MNIST model (results/models/mspe.pkl, class-conditional: it
+# draws digit $CLASS, default 3) in out/quickstart/trained-*/ when that file exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 KIMG=${KIMG:-12}
+CLASS=${CLASS:-3}     # the digit the committed conditional model draws
 DATA=datasets/quickstart-digits.zip
 OUT=out/quickstart
 HOST=stylegan2_ada_vendor
@@ -35,15 +36,16 @@ else
 fi
 network=$(ls $RUNS/*/network-snapshot-*.pkl | sort | tail -n 1)
 
-render() {   # render NETWORK PREFIX: the four canvases of the README
+render() {   # render NETWORK PREFIX [FLAGS]: the four canvases of the README
     local net=$1 prefix=$2
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48
+    shift 2
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 "$@"
 }
 render "$network" ""
 if [ -f results/models/mspe.pkl ]; then
-    render results/models/mspe.pkl trained-
+    render results/models/mspe.pkl trained- --class="$CLASS"    # ignored (with a warning) by an unconditional model
 fi
 echo "Done: $network rendered into $OUT/ (shift: translate strips, 2 px per frame; zoom: 2x; wide: 32x64; beyond: [-16, 48]^2)."

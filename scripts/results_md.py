@@ -48,12 +48,13 @@ def models_section():
 def _diversity_rows(d, name):
     return [[name(k) if k != 'data' else 'data (other real images)',
              f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["classes_confident"]:.2f}', f'{r["frechet"]:.1f}', f'{r["pixel_std"]:.3f}',
+             '-' if r.get('shape_std') is None else f'{r["shape_std"]:.3f}',
              '-' if r.get('label_agreement') is None else f'{r["label_agreement"]:.3f}',
              '-' if r.get('style_spread') is None else f'{r["style_spread"]:.3f}',
              '-' if r.get('d_label_preference') is None else f'{r["d_label_preference"]:.3f}',
              ' '.join(f'{h:.2f}' for h in r['histogram'])] for k, r in d['rows'].items()]
 
-DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'label agreement', 'style spread', 'D label pref.', 'class histogram 0..9']
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'classes (confident)', 'Frechet', 'pixel std', 'shape std', 'label agreement', 'style spread', 'D label pref.', 'class histogram 0..9']
 
 def _probe_name(path):
     """'<run folder> @ <kimg> kimg' for a snapshot path."""
@@ -66,28 +67,49 @@ PROBE_FILES = ('collapse_probes_easy.json', 'collapse_probes_colour.json', 'coll
                'collapse_probes_batch.json', 'collapse_probes_width.json', 'collapse_probes_d.json', 'collapse_probes_length.json',
                'collapse_probes_pack.json', 'collapse_probes_labels.json')
 
-def diversity_section(probes=True):
+def probes_section():
+    """The collapse probes of earlier sessions (unconditional models, then the conditional recipe)."""
+    parts = []
+    for name in PROBE_FILES:
+        found = load(name)
+        if found is not None:
+            parts += ['', f'Probe runs that looked for the cause of the collapse, {found["note"]} '
+                      f'(`{found["command"]}`, `results/{name}`):', '',
+                      table(DIVERSITY_HEADER, _diversity_rows(found, _probe_name))]
+    if not parts:
+        return None
+    return '\n'.join(['## The collapse probes', '',
+        'Before the committed (class-conditional) models, every unconditional setting we trained collapsed to one '
+        'digit shape (README, "Reproducing the paper on digits"). These tables are the probes that looked for the '
+        'cause and for a setting that trains; the columns are those of the first table.'] + parts)
+
+def diversity_section():
     d = load('digit_diversity.json')
     if d is None:
         return None
     rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
     extra = []
-    for name in (PROBE_FILES if probes else ()):
-        found = load(name)
-        if found is not None:
-            extra += ['', f'Probe runs that look for the cause of the collapse, {found["note"]} '
-                      f'(`{found["command"]}`, `results/{name}`):', '',
-                      table(DIVERSITY_HEADER, _diversity_rows(found, _probe_name))]
     return '\n'.join(['## Do the models draw clean, diverse digits?', '',
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
         'histogram (10 = all digits equally, 1 = one digit: mode collapse); confident = share called a digit '
         'with p > 0.9 (a noisy blob can get there too: read it with the Frechet distance); classes (confident) = the class count over those alone; Frechet = distance of classifier features to real images; '
+        'shape std = per-pixel std of the colour-blind shapes (max over RGB) within each class (asked for, or as classified), averaged: '
+        'near 0 = one shape per class, a collapse the class count cannot see; '
         'label agreement (class-conditional models only) = share of fakes the classifier assigns to the digit they were drawn for '
         '(seed i asks for digit i mod 10); style spread = how much the latents move the conv layers\' modulation styles '
         '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent); D label pref. (full snapshots of conditional models) = share of real images their D scores '
         'higher with their own label than with a wrong one (0.5 = D ignores the label).', '',
         table(DIVERSITY_HEADER, rows)] + extra)
+
+def progress_section():
+    """The committed models' verdicts at several snapshots of their runs (digit_diversity.py --every)."""
+    d = load('training_progress.json')
+    if d is None:
+        return None
+    return '\n'.join(['## How the committed models learned', '',
+        f'`{d["command"]}` ({d["note"]}): the columns of the table above, with D label pref. from each full snapshot\'s D.', '',
+        table(DIVERSITY_HEADER, _diversity_rows(d, _probe_name))])
 
 def balance_section(every_kimg=20):
     """D's verdicts during the digit runs (scripts/run_stats.py): who wins, G or D."""
@@ -278,7 +300,7 @@ def bench_section():
         return None
     return '\n'.join(['## Speed', ''] + parts)
 
-SECTIONS = [models_section, diversity_section, balance_section, chase_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
+SECTIONS = [models_section, diversity_section, progress_section, probes_section, balance_section, chase_section, classifier_section, shift_section, eqt_section, noise_section, strip_section,
             multiscale_section, inversion_section, ddpm_section, bench_section]
 
 def main():
@@ -299,7 +321,7 @@ def main():
 
     # Summary in the top-level README: the headline tables, with links into results/README.md.
     summary = []
-    for section in (lambda: diversity_section(probes=False), shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
+    for section in (diversity_section, shift_section, eqt_section, noise_section, multiscale_section, inversion_section, ddpm_section,
                     bench_section):
         text = section()
         if text is not None:

@@ -148,6 +148,13 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     assert digit_diversity.verdict(real, clf, ref, requested=(true + 1) % 10)['label_agreement'] < 0.1
     assert bad['classes'] == pytest.approx(1.0) and bad['pixel_std'] == 0
     assert bad['classes_confident'] in (0.0, pytest.approx(1.0))
+    # One shape per class (each digit replaced by the first real one of its class): every class
+    # and label is right, but the shapes within a class do not vary.
+    first = {int(k): int((true == k).nonzero()[0]) for k in true.unique()}
+    per_class = torch.stack([real[first[int(k)]] for k in true])
+    one_shape = digit_diversity.verdict(per_class, clf, ref, requested=true)
+    assert one_shape['label_agreement'] > 0.9 and one_shape['classes'] > 8
+    assert one_shape['shape_std'] < 1e-6 < 0.03 < good['shape_std']
     assert bad['frechet'] > 5 * good['frechet']
     assert len(good['histogram']) == 10 and sum(good['histogram']) == pytest.approx(1.0, abs=1e-3)
 
