@@ -81,7 +81,8 @@ def probes_section():
     return '\n'.join(['## The collapse probes', '',
         'Before the committed (class-conditional) models, every unconditional setting we trained collapsed to one '
         'digit shape (README, "Reproducing the paper on digits"). These tables are the probes that looked for the '
-        'cause and for a setting that trains; the columns are those of the first table.'] + parts)
+        'cause and for a setting that trains; the columns are those of the first table. In their notes, "the committed '
+        'models" or "runs" are the unconditional 192-kimg models committed at the time (in git history).'] + parts)
 
 def diversity_section():
     d = load('digit_diversity.json')
@@ -175,8 +176,12 @@ def shift_summary(d):
                      f'{at[8.0]["psnr"]:.2f}' if 8.0 in at else '-', f'{at[8.5]["psnr"]:.2f}' if 8.5 in at else '-',
                      f'{np.mean([r["ssim"] for r in curve if r["shift"] > 0]):.3f}',
                      f'{np.mean([r["class_agreement"] for r in curve if r["shift"] > 0]):.3f}',
-                     f'{min(r["class_agreement"] for r in curve):.3f}'])
-    return table(['model', 'PSNR int. d>0', 'PSNR frac. d', 'PSNR d=8', 'PSNR d=8.5', 'SSIM d>0', 'class agr. d>0', 'class agr. min'], rows)
+                     f'{min(r["class_agreement"] for r in curve):.3f}'] +
+                    [f'{at[d]["class_agreement"]:.3f}' if d in at else '-' for d in (4.0, 8.0)] +
+                    [f'{at[d]["moved"]:.1f}' if at.get(d, {}).get('moved') is not None else '-' for d in (4.0, 8.0, 16.0)] +
+                    [f'{np.mean([r["ink"] for r in curve if r["shift"] > 0]):.3f}' if all('ink' in r for r in curve) else '-'])
+    return table(['model', 'PSNR int. d>0', 'PSNR frac. d', 'PSNR d=8', 'PSNR d=8.5', 'SSIM d>0', 'class agr. d>0', 'class agr. min',
+                  'class agr. d=4', 'class agr. d=8', 'moved d=4', 'moved d=8', 'moved d=16', 'ink d>0'], rows)
 
 def shift_section():
     d = load('shift_consistency.json')
@@ -186,7 +191,9 @@ def shift_section():
         f'`python scripts/shift_consistency.py`: {d["num"]} latents per model, shifts 0..16 px '
         f'(R/2, the paper\'s 0..32 px at 64 px) in {d["step"]} px steps along the diagonal; '
         'G on the moved canvas against G(0) translated by d (Lanczos-3, exact for whole pixels), '
-        'on the pixels both cover. d = 8 px is one pixel of the 4x4 constant.', '',
+        'on the pixels both cover. d = 8 px is one pixel of the 4x4 constant. moved = how far the digit\'s ink centre moved '
+        'along the shift, in pixels (d for a digit that follows the canvas, 0 for one that stays put; - = no ink left); '
+        'ink = share of renderings on moved canvases that still have ink.', '',
         shift_summary(d), '', '![shift consistency](shift_consistency.png)'])
 
 def eqt_section():

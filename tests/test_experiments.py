@@ -64,7 +64,22 @@ def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
     for rows in data['models'].values():
         assert [r['shift'] for r in rows] == [0, 2, 4, 6, 8, 10, 12, 14, 16]     # 0 .. R/2
         assert rows[0]['psnr'] > 90 and rows[0]['class_agreement'] == 1.0     # d = 0 compares G with itself
+        assert rows[0]['moved'] in (None, pytest.approx(0.0)) and all('ink' in r for r in rows)
     assert os.path.getsize(f'{out}.png') > 1000
+
+def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_stays():
+    """`moved` is d for a digit translated with the canvas, 0 for one drawn in place, and None
+    when the moved rendering has no ink (a baseline whose digit vanished)."""
+    import shift_consistency as sc
+    base = -torch.ones(3, 3, 32, 32)
+    base[:, 1, 4:12, 5:9] = 1        # a green bar in the upper-left
+    follows = torch.roll(base, shifts=(6, 6), dims=(2, 3))
+    move, ink = sc.displacement(base, follows)
+    assert move == pytest.approx(6.0) and ink == 1.0
+    move, ink = sc.displacement(base, base.clone())
+    assert move == pytest.approx(0.0) and ink == 1.0
+    empty = -torch.ones_like(base)
+    assert sc.displacement(base, empty) == (None, 0.0)
 
 def write_zip(path, images, labels):
     with zipfile.ZipFile(path, 'w') as zf:
