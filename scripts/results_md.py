@@ -89,7 +89,6 @@ def diversity_section():
     if d is None:
         return None
     rows = _diversity_rows(d, lambda k: label(os.path.splitext(os.path.basename(k))[0]))
-    extra = []
     return '\n'.join(['## Do the models draw clean, diverse digits?', '',
         f'`{d.get("command", "python scripts/digit_diversity.py")}`: {d["num"]} fakes per model (seeds 0..{d["num"] - 1}, '
         'psi 1, const noise) read by the digit classifier. classes = exp(entropy) of the predicted-class '
@@ -101,7 +100,7 @@ def diversity_section():
         '(seed i asks for digit i mod 10); style spread = how much the latents move the conv layers\' modulation styles '
         '(std across the fakes over mean |style|, per channel, averaged; about 0.77 at initialisation, near 0 = one shape for every latent); D label pref. (full snapshots of conditional models) = share of real images their D scores '
         'higher with their own label than with a wrong one (0.5 = D ignores the label).', '',
-        table(DIVERSITY_HEADER, rows)] + extra)
+        table(DIVERSITY_HEADER, rows)])
 
 def progress_section():
     """The committed models' verdicts at several snapshots of their runs (digit_diversity.py --every)."""
