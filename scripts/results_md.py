@@ -166,7 +166,9 @@ def classifier_section():
 
 def shift_summary(d):
     rows = []
+    enlarged = d.get('enlarged', {})
     for name, curve in d['models'].items():
+        big = enlarged.get(name, {})
         ints = [r for r in curve if float(r['shift']).is_integer() and r['shift'] > 0]
         fracs = [r for r in curve if not float(r['shift']).is_integer()]
         at = {r['shift']: r for r in curve}
@@ -178,9 +180,10 @@ def shift_summary(d):
                      f'{min(r["class_agreement"] for r in curve):.3f}'] +
                     [f'{at[d]["class_agreement"]:.3f}' if d in at else '-' for d in (4.0, 8.0)] +
                     [f'{at[d]["moved"]:.1f}' if at.get(d, {}).get('moved') is not None else '-' for d in (4.0, 8.0, 16.0)] +
-                    [f'{np.mean([r["ink"] for r in curve if r["shift"] > 0]):.3f}' if all('ink' in r for r in curve) else '-'])
+                    [f'{np.mean([r["ink"] for r in curve if r["shift"] > 0]):.3f}' if all('ink' in r for r in curve) else '-'] +
+                    [f'{big["moved"]:.1f}' if big.get('moved') is not None else '-'])
     return table(['model', 'PSNR int. d>0', 'PSNR frac. d', 'PSNR d=8', 'PSNR d=8.5', 'SSIM d>0', 'class agr. d>0', 'class agr. min',
-                  'class agr. d=4', 'class agr. d=8', 'moved d=4', 'moved d=8', 'moved d=16', 'ink d>0'], rows)
+                  'class agr. d=4', 'class agr. d=8', 'moved d=4', 'moved d=8', 'moved d=16', 'ink d>0', 'moved on 2x canvas'], rows)
 
 def shift_section():
     d = load('shift_consistency.json')
@@ -192,7 +195,9 @@ def shift_section():
         'G on the moved canvas against G(0) translated by d (Lanczos-3, exact for whole pixels), '
         'on the pixels both cover. d = 8 px is one pixel of the 4x4 constant. moved = how far the digit\'s ink centre moved '
         'along the shift, in pixels (d for a digit that follows the canvas, 0 for one that stays put; - = no ink left); '
-        'ink = share of renderings on moved canvases that still have ink.', '',
+        'ink = share of renderings on moved canvases that still have ink. moved on 2x canvas = the same move on the canvas '
+        '[-R/2, 3R/2]^2 (the training grid in the middle of a 2R-wide image): R/2 = 16 for a digit placed by the encoding, '
+        '0 for one placed by the image border (which only zero padding can tell).', '',
         shift_summary(d), '', '![shift consistency](shift_consistency.png)'])
 
 def eqt_section():

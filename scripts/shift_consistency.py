@@ -10,7 +10,10 @@ classifier gives both the same class. Since a digit that stays where it was keep
 too, we also measure where the digit went: the centre of its ink (the colour-blind brightness,
 max over RGB, where above INK of the [0, 1] range) against the one at d = 0, along the shift
 (`moved`, pixels; d for a digit that follows the canvas, 0 for one that stays put), over the
-latents whose rendering still has ink (`ink`: their share). Shifts run to R/2 (16 px at our 32 px resolution: the same
+latents whose rendering still has ink (`ink`: their share). Last, what the digit's position is
+tied to (`enlarged`): on the canvas [-R/2, 3R/2]^2 (2R pixels wide, the training grid in its
+middle) a digit placed by the encoding moves R/2 pixels down and right in the image, one placed
+by the image border (a cue only zero padding gives) stays where it was. Shifts run to R/2 (16 px at our 32 px resolution: the same
 fraction of the image as the paper's 0..32 px at 64 px). Writes <out>.json and <out>.png.
 """
 import json
@@ -57,6 +60,7 @@ def main(max_shift, step, num, seed, models_dir, out):
     models = dm.load_models(models_dir=models_dir)
     classifier = load_classifier(device=dm.pick_device())
     results = {}
+    enlarged = {}
     for name, G in models.items():
         R = G.img_resolution
         shifts = np.arange(0, (max_shift if max_shift is not None else R / 2) + 1e-9, step)
@@ -77,16 +81,21 @@ def main(max_shift, step, num, seed, models_dir, out):
                 class_agreement=float((classify(classifier, moved)[0] == base_class).float().mean()),
             ))
         results[name] = rows
+        big = dm.render(G, ws, dm.Canvas(origin=(-R / 2, -R / 2), size=(2 * R, 2 * R)), noise_mode='const')
+        move, ink = displacement(base.cpu(), big.cpu())
+        enlarged[name] = dict(moved=move, ink=ink, if_encoding=R / 2, if_border=0.0)
         frac = [r for r in rows if not float(r['shift']).is_integer()]
         print(f'{name:>9}: PSNR mean {np.mean([r["psnr"] for r in rows]):6.2f} dB '
               f'(fractional {np.mean([r["psnr"] for r in frac]) if frac else float("nan"):6.2f}), SSIM mean {np.mean([r["ssim"] for r in rows]):.3f}, '
               f'class agreement mean {np.mean([r["class_agreement"] for r in rows]):.3f}, min {min(r["class_agreement"] for r in rows):.3f}, '
               'digit moved ' + ' '.join(f'{r["moved"]:.1f}@{r["shift"]:g}' if r['moved'] is not None else f'-@{r["shift"]:g}'
-                                        for r in rows if float(r['shift']) in (4.0, 8.0, 16.0)))
+                                        for r in rows if float(r['shift']) in (4.0, 8.0, 16.0)) +
+              f', on [-R/2, 3R/2]^2 moved {"-" if move is None else f"{move:.1f}"} (encoding {R / 2:g}, border 0)')
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + '.json', 'w') as f:
-        json.dump(dict(num=num, step=step, direction='diagonal, content moved right+down', models=results), f, indent=1)
+        json.dump(dict(num=num, step=step, direction='diagonal, content moved right+down', models=results,
+                       enlarged=enlarged), f, indent=1)
     plot(results, out + '.png')
     print(f'wrote {out}.json and {out}.png')
 

@@ -65,6 +65,8 @@ def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
         assert [r['shift'] for r in rows] == [0, 2, 4, 6, 8, 10, 12, 14, 16]     # 0 .. R/2
         assert rows[0]['psnr'] > 90 and rows[0]['class_agreement'] == 1.0     # d = 0 compares G with itself
         assert rows[0]['moved'] in (None, pytest.approx(0.0)) and all('ink' in r for r in rows)
+    assert sorted(data['enlarged']) == ['baseline', 'mspe', 'sspe']
+    assert all(e['if_encoding'] == 16 and e['if_border'] == 0 and 0 <= e['ink'] <= 1 for e in data['enlarged'].values())
     assert os.path.getsize(f'{out}.png') > 1000
 
 def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_stays():
