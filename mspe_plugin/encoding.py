@@ -39,15 +39,20 @@ def _as_coords(coords, name):
         raise ValueError(f'{name} must be a 1-D sequence of coordinates, got shape {tuple(coords.shape)}.')
     return coords
 
-def _frequencies(channels, base):
-    """f_k = base^(-2k / (C/2)) = exp(-2k ln(base) / (C/2)), k = 0 .. C/4-1, float64 [C/4]."""
-    k = torch.arange(channels // 4, dtype=torch.float64)
-    return torch.exp(-2 * k * math.log(base) / (channels // 2))
-
 def _table(coords, channels, base):
-    """Half of the code for one axis: [C/2, n] float64, rows (sin f_0, cos f_0, sin f_1, ...)."""
-    phase = _frequencies(channels, base)[:, None] * coords[None, :]            # [C/4, n]
+    """Half of the code for one axis: [C/2, n] float64, rows (sin f_0, cos f_0, sin f_1, ...),
+    f_k = base^(-2k / (C/2)) = exp(-2k ln(base) / (C/2)), k = 0 .. C/4-1. Differentiable in `coords`."""
+    k = torch.arange(channels // 4, dtype=torch.float64, device=coords.device)
+    phase = torch.exp(-2 * k * math.log(base) / (channels // 2))[:, None] * coords[None, :]    # [C/4, n]
     return torch.stack([torch.sin(phase), torch.cos(phase)], dim=1).reshape(channels // 2, -1)
+
+def encoding_from_coords(ys, xs, channels, base=10000.0):
+    """The encoding of `sinusoidal_encoding`, uncached and differentiable in the float64 coordinate
+    tensors ys [h] and xs [w] (the projector fits a canvas through it): float32 [C, h, w]."""
+    half = channels // 2
+    table_x = _table(xs, channels, base)[:, None, :].expand(half, len(ys), len(xs))
+    table_y = _table(ys, channels, base)[:, :, None].expand(half, len(ys), len(xs))
+    return torch.cat([table_x, table_y], dim=0).to(torch.float32)
 
 def sinusoidal_encoding(ys, xs, channels, base=10000.0, device=None):
     """The 2-D sinusoidal positional encoding PE on the grid ys x xs (Eq. 1-2).
@@ -81,11 +86,7 @@ def sinusoidal_encoding(ys, xs, channels, base=10000.0, device=None):
             _cache.move_to_end(key)
             return cached
 
-    half = channels // 2
-    table_x = _table(xs, channels, base).to(torch.float32).to(device)          # [C/2, W]
-    table_y = _table(ys, channels, base).to(torch.float32).to(device)          # [C/2, H]
-    pe = torch.cat([table_x[:, None, :].expand(half, len(ys), len(xs)),
-                    table_y[:, :, None].expand(half, len(ys), len(xs))], dim=0)
+    pe = encoding_from_coords(ys, xs, channels, base).to(device)
 
     nbytes = pe.numel() * pe.element_size()
     if nbytes <= _CACHE_MAX_BYTES:
@@ -144,11 +145,20 @@ class Canvas:
     size:   (H, W) output pixels; None = round(R * zoom) for both, R the training resolution.
     zoom:   output pixels per training pixel (1.5 renders a 256 model at 384).
     wrap:   the paper's rolled shift: coordinates modulo the training extent.
+    margin: render this many output pixels beyond every side, then crop them: with a margin at
+            least the generator's receptive radius, no output pixel depends on where the
+            canvas's own edge is (zero padding stays out of sight), so canvases and tiles agree.
+
+    The protocol a generator uses (mspe_plugin.networks; the projector's FittedCanvas has it too):
+    is_default(R), output_size(R), margin, grid(res, R, rows, cols) and
+    encoding(res, R, C, base, device, rows, cols), where rows / cols are index ranges [a, b) of
+    the canvas grid at scale `res`: index i sits at coordinate origin / (R / res) + i / zoom.
     """
     origin: tuple = (0.0, 0.0)      # (y, x) in training pixels: where output pixel (0, 0) samples.
     size: tuple | None = None       # (H, W) output pixels; None -> round(R * zoom) for both.
     zoom: float = 1.0               # Output pixels per training pixel.
     wrap: bool = False              # Rolled shift: coordinates modulo the training extent.
+    margin: int = 0                 # Output pixels rendered beyond each side and cropped away.
 
     def __post_init__(self):
         object.__setattr__(self, 'origin', _finite_pair(self.origin, 'origin'))
@@ -162,6 +172,10 @@ class Canvas:
             raise CanvasError(f'The canvas zoom must be a finite number > 0, got {self.zoom!r}.')
         object.__setattr__(self, 'zoom', zoom)
         object.__setattr__(self, 'wrap', bool(self.wrap))
+        margin = self.margin
+        if isinstance(margin, bool) or not isinstance(margin, (numbers.Integral, np.integer)) or margin < 0:
+            raise CanvasError(f'The canvas margin must be a non-negative number of output pixels, got {margin!r}.')
+        object.__setattr__(self, 'margin', int(margin))
 
     @classmethod
     def from_extent(cls, extent, zoom=1.0, wrap=False):
@@ -212,32 +226,85 @@ class Canvas:
         n_w = -(-W * coarsest // R)
         return (n_h * res // coarsest, n_w * res // coarsest)
 
-    def coords(self, n, axis, stride, train_extent):
-        """1-D float64 coordinates of `n` feature pixels along `axis` (0 = y, 1 = x).
+    def coords(self, n, axis, stride, train_extent, start=0):
+        """1-D float64 coordinates of `n` feature pixels along `axis` (0 = y, 1 = x), from index `start`.
 
         :param stride: training pixels per feature pixel at zoom 1 (R / res at scale res).
         :param train_extent: the training image extent in training pixels (R), for `wrap`.
-        :return: c_i = origin[axis] / stride + i / zoom in that scale's pixel units; with `wrap`,
-            c mod (train_extent / stride) (floor mod: the integer part rolls circularly, the
-            fractional remainder stays, as the authors' continuous roll).
+        :param start: index of the first pixel (negative: beyond the canvas's top / left edge).
+        :return: c_i = origin[axis] / stride + i / zoom, i = start .. start + n - 1, in that scale's
+            pixel units; with `wrap`, c mod (train_extent / stride) (floor mod: the integer part
+            rolls circularly, the fractional remainder stays, as the authors' continuous roll).
         """
-        c = self.origin[axis] / float(stride) + torch.arange(int(n), dtype=torch.float64) / self.zoom
+        c = self.origin[axis] / float(stride) + torch.arange(int(start), int(start) + int(n), dtype=torch.float64) / self.zoom
         if self.wrap:
             c = torch.remainder(c, float(train_extent) / float(stride))
         return c
 
-    def grid(self, res, img_resolution):
-        """(ys, xs) float64 coordinates at scale `res` on the rendered size (render_size)."""
-        h, w = self.render_size(img_resolution, res)
+    def grid(self, res, img_resolution, rows=None, cols=None):
+        """(ys, xs) float64 coordinates at scale `res` of the index ranges rows = (a, b) and
+        cols = (a, b); None = [0, render_size) along that axis."""
         stride = img_resolution / res
-        return (self.coords(h, 0, stride, img_resolution), self.coords(w, 1, stride, img_resolution))
+        default = self.render_size(img_resolution, res)
+        rows = (0, default[0]) if rows is None else rows
+        cols = (0, default[1]) if cols is None else cols
+        return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),
+                self.coords(cols[1] - cols[0], 1, stride, img_resolution, start=cols[0]))
 
-    def encoding(self, res, img_resolution, channels, base=10000.0, device=None):
-        """PE [C, h, w] (float32) of this canvas at scale `res` (see sinusoidal_encoding)."""
-        ys, xs = self.grid(res, img_resolution)
+    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None):
+        """PE [C, h, w] (float32) of this canvas at scale `res` on the index ranges rows / cols
+        (see grid and sinusoidal_encoding)."""
+        ys, xs = self.grid(res, img_resolution, rows, cols)
         return sinusoidal_encoding(ys, xs, channels, base=base, device=device)
 
     def is_default(self, img_resolution):
-        """True when this canvas is the training grid (origin 0, zoom 1, R x R); wrap is then moot."""
+        """True when this canvas is the training grid (origin 0, zoom 1, R x R, no margin); wrap is then moot."""
         R = _check_resolution(img_resolution, 'The training resolution')
-        return self.origin == (0.0, 0.0) and self.zoom == 1.0 and self.size in (None, (R, R))
+        return self.origin == (0.0, 0.0) and self.zoom == 1.0 and self.size in (None, (R, R)) and self.margin == 0
+
+#----------------------------------------------------------------------------
+# A canvas the projector can fit.
+
+class FittedCanvas:
+    """The Canvas protocol with a learnable `origin` (float64 tensor [2], training pixels) and
+    `log_zoom` (float64 tensor []): images rendered on it are differentiable in both, so a
+    projection can fit where (and how large) the target sits. Size, wrap and margin stay those of
+    the Canvas it starts from; coordinates follow Canvas.coords."""
+    def __init__(self, canvas, img_resolution, origin, log_zoom):
+        self.fixed = dataclasses.replace(canvas, size=canvas.output_size(img_resolution))
+        self.origin = origin
+        self.log_zoom = log_zoom
+
+    @property
+    def margin(self):
+        return self.fixed.margin
+
+    def is_default(self, img_resolution):
+        return False                                    # always render through the tensors
+
+    def output_size(self, img_resolution):
+        return self.fixed.output_size(img_resolution)
+
+    def render_size(self, img_resolution, res):
+        return self.fixed.render_size(img_resolution, res)
+
+    def coords(self, n, axis, stride, train_extent, start=0):
+        index = torch.arange(int(start), int(start) + int(n), dtype=torch.float64, device=self.origin.device)
+        c = self.origin[axis] / stride + index / self.log_zoom.exp()
+        return torch.remainder(c, train_extent / stride) if self.fixed.wrap else c
+
+    def grid(self, res, img_resolution, rows=None, cols=None):
+        stride = img_resolution / res
+        default = self.render_size(img_resolution, res)
+        rows = (0, default[0]) if rows is None else rows
+        cols = (0, default[1]) if cols is None else cols
+        return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),
+                self.coords(cols[1] - cols[0], 1, stride, img_resolution, start=cols[0]))
+
+    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None):
+        return encoding_from_coords(*self.grid(res, img_resolution, rows, cols), channels, base).to(device)
+
+    def frozen(self):
+        """The current state as a plain Canvas."""
+        origin = tuple(float(v) for v in self.origin.detach().cpu())
+        return dataclasses.replace(self.fixed, origin=origin, zoom=float(self.log_zoom.detach().exp()))

@@ -30,18 +30,27 @@ from torch_utils.ops import upfirdn2d
 from training import networks
 
 PE_VARIANTS = ('none', 'sspe', 'mspe')
+PADDINGS = ('zero', 'none')
 
 #----------------------------------------------------------------------------
 # Canvas plumbing. A canvas is any object with the mspe_plugin.encoding.Canvas protocol:
-# is_default(R), output_size(R), render_size(R, res), grid(res, R), encoding(res, R, C, base, device).
+# is_default(R), output_size(R), margin, grid(res, R, rows, cols), encoding(res, R, C, base, device, rows, cols),
+# with rows / cols index ranges [a, b) of the canvas grid at scale res.
 
-def _default_tables(res, channels, base):
-    """1-D encoding tables (x half, y half) of the training grid at scale `res`."""
+# How far zero padding reaches into a layer's output, in output pixels per side (the host's 3x3
+# convolutions and 4-tap filters; tests/test_mspe_networks.py measures them). The padding-free
+# walk crops these rings after every layer, so no output depends on where an edge is.
+_RING_CONV = 1          # 3x3 convolution
+_RING_UP_CONV = 2       # upsampling 3x3 convolution (transposed convolution + FIR filter)
+_RING_UP_FILTER = 1     # FIR upsampling of the image (skip) and of the resnet shortcut
+
+def _default_tables(rows, channels, base):
+    """1-D encoding tables (x half [C/2, n], y half [C/2, n]) of the training grid on the index range `rows`."""
     from mspe_plugin.encoding import sinusoidal_encoding    # construction time only (see module docstring)
-    coords = torch.arange(res, dtype=torch.float64)
-    pe = sinusoidal_encoding(coords[:1], coords, channels, base=base)    # [C, 1, res]: x half varies
+    coords = torch.arange(rows[0], rows[1], dtype=torch.float64)
+    pe = sinusoidal_encoding(coords[:1], coords, channels, base=base)    # [C, 1, n]: x half varies
     table_x = pe[:channels // 2, 0, :].clone()
-    pe = sinusoidal_encoding(coords, coords[:1], channels, base=base)    # [C, res, 1]: y half varies
+    pe = sinusoidal_encoding(coords, coords[:1], channels, base=base)    # [C, n, 1]: y half varies
     table_y = pe[channels // 2:, :, 0].clone()
     return table_x, table_y
 
@@ -65,6 +74,28 @@ def _periodic_linear_weights(coords, period):
 def _periodic_nearest_index(coords, period):
     """Integer indices of the nearest grid points of float `coords`, wrapped into [0, period)."""
     return torch.floor(torch.as_tensor(coords, dtype=torch.float64) + 0.5).long() % period
+
+def _crop(x, have, want):
+    """The part of x [..., h, w] that covers the index ranges want = ((ya, yb), (xa, xb)), x covering `have`."""
+    (hy, hx), (wy, wx) = have, want
+    assert hy[0] <= wy[0] and wy[1] <= hy[1] and hx[0] <= wx[0] and wx[1] <= hx[1], (have, want)
+    if have == want:
+        return x
+    return x[..., wy[0] - hy[0]:wy[1] - hy[0], wx[0] - hx[0]:wx[1] - hx[0]]
+
+def _up(ranges, ring):
+    """Index ranges after a 2x upsampling whose outer `ring` pixels per side are cropped."""
+    return tuple((2 * a + ring, 2 * b - ring) for a, b in ranges)
+
+def _shrink(ranges, ring):
+    return tuple((a + ring, b - ring) for a, b in ranges)
+
+class _PaddingFree:
+    """The attributes SynthesisNetwork._plan reads, as a padding-free network of the same shape would have them."""
+    def __init__(self, synthesis):
+        self.img_resolution = synthesis.img_resolution
+        self.block_resolutions = synthesis.block_resolutions
+        self.pe_padding = 'none'
 
 #----------------------------------------------------------------------------
 
@@ -94,6 +125,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         pe              = 'mspe',   # 'mspe': PE input + gamma_l * PE_l per block; 'sspe': PE input only; 'none': learned constant.
         pe_base         = 10000.0,  # Frequency base of the encoding (authors' code: 10000; the paper's text: 100).
         pe_resize       = None,     # (min, max) zoom: "MS-PE w/ random resizing" while training; None = off.
+        pe_margin       = 0,        # Training renders random margins of 0..pe_margin output pixels per side, then crops them.
+        pe_padding      = 'zero',   # 'zero': the host's zero-padded convolutions; 'none': padding-free (every layer's border ring cropped).
         **kwargs,                   # Arguments for the host's SynthesisNetwork (channel_base, channel_max, ...).
     ):
         if pe not in PE_VARIANTS:
@@ -102,11 +135,19 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             pe_resize = (float(pe_resize[0]), float(pe_resize[1]))
             if not 0 < pe_resize[0] <= pe_resize[1]:
                 raise ValueError(f'pe_resize must be MIN,MAX with 0 < MIN <= MAX, got {pe_resize}.')
+        if isinstance(pe_margin, bool) or int(pe_margin) != pe_margin or pe_margin < 0:
+            raise ValueError(f'pe_margin must be a non-negative number of pixels, got {pe_margin!r}.')
+        if pe_padding not in PADDINGS:
+            raise ValueError(f'Unknown pe_padding {pe_padding!r}: choose one of {", ".join(PADDINGS)}.')
         super().__init__(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **kwargs)
         self.pe = pe
         self.pe_base = float(pe_base)
         self.pe_resize = pe_resize
+        self.pe_margin = int(pe_margin)
+        self.pe_padding = pe_padding
 
+        R = img_resolution
+        plan = self._plan(((0, R), (0, R)))
         for res in self.block_resolutions:
             block = getattr(self, f'b{res}')
             channels = block.conv1.weight.shape[1]
@@ -116,7 +157,9 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             if channels % 4 != 0:
                 raise ValueError(f'The positional encoding needs channels divisible by 4; block {res} has {channels}: '
                                  f'change channel_base / channel_max.')
-            table_x, table_y = _default_tables(res, channels, self.pe_base)
+            rows, cols = plan[res]['pe']
+            table_x, _ = _default_tables(cols, channels, self.pe_base)
+            _, table_y = _default_tables(rows, channels, self.pe_base)
             # Derived data: pickled with the module (so snapshots render without mspe_plugin), not in state_dict.
             self.register_buffer(f'pe_table_x{res}', table_x.to(torch.float32), persistent=False)
             self.register_buffer(f'pe_table_y{res}', table_y.to(torch.float32), persistent=False)
@@ -127,76 +170,126 @@ class SynthesisNetwork(networks.SynthesisNetwork):
 
     #------------------------------------------------------------------------
 
-    def _encoding(self, res, canvas, device):
-        """PE_res [C, h, w] of the canvas (the stored tables on the training grid)."""
-        if canvas is None:
-            return _expand_tables(getattr(self, f'pe_table_x{res}'), getattr(self, f'pe_table_y{res}'))
-        channels = getattr(self, f'pe_table_x{res}').shape[0] * 2
-        return canvas.encoding(res, self.img_resolution, channels, base=self.pe_base, device=device).to(torch.float32)
+    def _plan(self, out):
+        """Index ranges ((ya, yb), (xa, xb)) per scale for an image covering `out` at scale R:
+        plan[res]['pe'] where the encoding (or constant) enters, plan[res]['x'] the block's output.
+        Zero padding: whole coarsest pixels doubled at every scale (the canvas rendered as one
+        image, cropped at the end). Padding-free: each scale computes what the next one needs,
+        plus the rings its layers lose."""
+        R = self.img_resolution
+        resolutions = self.block_resolutions
+        plan = {res: {} for res in resolutions}
+        if getattr(self, 'pe_padding', 'zero') == 'zero':
+            f = R // resolutions[0]
+            coarse = tuple((a // f, -(-b // f)) for a, b in out)
+            for res in resolutions:
+                k = res // resolutions[0]
+                plan[res]['x'] = plan[res]['pe'] = tuple((a * k, b * k) for a, b in coarse)
+            return plan
+        need = out
+        for res in reversed(resolutions):
+            plan[res]['x'] = need
+            if res == resolutions[0]:
+                plan[res]['pe'] = _shrink(need, -_RING_CONV)
+            else:
+                lower = tuple(((a - _RING_UP_CONV - _RING_CONV) // 2, -(-(b + _RING_UP_CONV + _RING_CONV) // 2)) for a, b in need)
+                plan[res]['pe'] = _up(lower, _RING_UP_CONV)
+                need = lower
+        return plan
 
-    def _constant(self, canvas):
-        """The baseline's learned constant read on the canvas: periodic, bilinear between pixels."""
-        const = self.b4.const
+    def receptive_radius(self):
+        """Training pixels (at zoom 1) beyond which the image border cannot reach a zero-padded
+        output: a canvas margin of receptive_radius() * zoom output pixels makes every pixel
+        independent of where the canvas ends (padding-free networks need none)."""
+        free_plan = SynthesisNetwork._plan(_PaddingFree(self), ((0, 1), (0, 1)))
+        coarsest = self.block_resolutions[0]
+        return -free_plan[coarsest]['pe'][0][0] * (self.img_resolution // coarsest)
+
+    def _coords(self, canvas, res, rows, cols):
+        """(ys, xs) coordinates of the index ranges at scale `res` (canvas None: the training grid)."""
         if canvas is None:
+            return torch.arange(*rows, dtype=torch.float64), torch.arange(*cols, dtype=torch.float64)
+        return canvas.grid(res, self.img_resolution, rows, cols)
+
+    def _encoding(self, res, canvas, ranges, device):
+        """PE_res [C, h, w] on the index ranges (the stored tables on the training grid)."""
+        table_x, table_y = getattr(self, f'pe_table_x{res}'), getattr(self, f'pe_table_y{res}')
+        if canvas is None:
+            return _expand_tables(table_x, table_y)
+        return canvas.encoding(res, self.img_resolution, table_x.shape[0] * 2, base=self.pe_base, device=device,
+                               rows=ranges[0], cols=ranges[1]).to(torch.float32)
+
+    def _constant(self, canvas, ranges=None):
+        """The baseline's learned constant read on the index ranges (None: the canvas's own grid):
+        periodic, bilinear between pixels."""
+        const = self.b4.const
+        if canvas is None and ranges in (None, ((0, 4), (0, 4))):
             return const
-        ys, xs = canvas.grid(4, self.img_resolution)
-        wy = _periodic_linear_weights(ys, 4).to(const.device)
-        wx = _periodic_linear_weights(xs, 4).to(const.device)
+        ys, xs = canvas.grid(4, self.img_resolution) if ranges is None else self._coords(canvas, 4, *ranges)
+        wy = _periodic_linear_weights(ys, const.shape[1]).to(const.device)
+        wx = _periodic_linear_weights(xs, const.shape[2]).to(const.device)
         return torch.einsum('hi,cij,wj->chw', wy, const, wx)
 
-    def _noise(self, layer, res, canvas, batch_size, height, width, noise_mode, device):
-        """Noise for one layer at scale `res`: drawn at canvas size ('random'), or the layer's fixed
-        field read by global coordinate ('const'), so a shifted canvas sees shifted noise."""
+    def _noise(self, layer, res, canvas, ranges, batch_size, noise_mode, device):
+        """Noise for one layer at scale `res` on the index ranges: drawn at that size ('random'), or
+        the layer's fixed field read by global coordinate ('const'), so a shifted canvas sees shifted noise."""
         if not layer.use_noise or noise_mode == 'none':
             return None
+        (ya, yb), (xa, xb) = ranges
         if noise_mode == 'random':
-            return torch.randn([batch_size, 1, height, width], device=device) * layer.noise_strength
+            return torch.randn([batch_size, 1, yb - ya, xb - xa], device=device) * layer.noise_strength
         if noise_mode != 'const':
             raise ValueError(f'Unknown noise_mode {noise_mode!r}: choose random, const or none.')
-        if canvas is None:
+        if canvas is None and ranges == ((0, res), (0, res)):
             return layer.noise_const * layer.noise_strength
-        ys, xs = canvas.grid(res, self.img_resolution)
+        ys, xs = self._coords(canvas, res, *ranges)
         iy = _periodic_nearest_index(ys, layer.noise_const.shape[0]).to(device)
         ix = _periodic_nearest_index(xs, layer.noise_const.shape[1]).to(device)
         return layer.noise_const[iy][:, ix] * layer.noise_strength
 
     #------------------------------------------------------------------------
 
-    def _block(self, block, x, img, ws, canvas, noise_mode, fused_modconv, force_fp32):
-        """One synthesis block on the canvas (the host block's modules, our walk)."""
+    def _block(self, block, x, img, ws, canvas, plan, noise_mode, fused_modconv, force_fp32):
+        """One synthesis block on the canvas (the host block's modules, our walk): x and img cover
+        the previous scale's plan[...]['x'] ranges and come back covering this scale's."""
         res = block.resolution
         w_iter = iter(ws.unbind(dim=1))
         batch_size, device = ws.shape[0], ws.device
         dtype = torch.float16 if block.use_fp16 and not force_fp32 and device.type == 'cuda' else torch.float32
-        if canvas is None:
-            height = width = res
-        else:
-            height, width = canvas.render_size(self.img_resolution, res)
-        noise = lambda layer: self._noise(layer, res, canvas, batch_size, height, width, noise_mode, device)
+        ring = _RING_CONV if getattr(self, 'pe_padding', 'zero') == 'none' else 0
+        noise = lambda layer, ranges: self._noise(layer, res, canvas, ranges, batch_size, noise_mode, device)
+        have = plan[res]['pe']
 
         if block.in_channels == 0:
-            x = self._encoding(4, canvas, device) if self.pe != 'none' else self._constant(canvas)
+            x = self._encoding(4, canvas, have, device) if self.pe != 'none' else self._constant(canvas, have)
             x = x.to(dtype).unsqueeze(0).repeat([batch_size, 1, 1, 1])
             if fused_modconv is None:
                 fused_modconv = _fused_modconv_default(x)
-            x = _synthesis_layer(block.conv1, x, next(w_iter), noise(block.conv1), fused_modconv)
+            x = _synthesis_layer(block.conv1, x, next(w_iter), noise(block.conv1, have), fused_modconv)
+            x = _crop(x, have, _shrink(have, ring))
         else:
+            prev = plan[res // 2]['x']
+            upsampled = _up(prev, 0)
             x = x.to(dtype)
             if fused_modconv is None:
                 fused_modconv = _fused_modconv_default(x)
             resnet = (block.architecture == 'resnet')
             y = block.skip(x, gain=np.sqrt(0.5)) if resnet else None
-            x = _synthesis_layer(block.conv0, x, next(w_iter), noise(block.conv0), fused_modconv)
+            x = _synthesis_layer(block.conv0, x, next(w_iter), noise(block.conv0, upsampled), fused_modconv)
+            x = _crop(x, upsampled, have)
             if self.pe == 'mspe':
                 # Eq. 3: h_{l+1} = G_l(w_l, h_l) + gamma_l * PE_l, added between the two convolutions.
-                x = x + getattr(self, f'pe_gamma{res}').to(dtype) * self._encoding(res, canvas, device).to(dtype)
-            x = _synthesis_layer(block.conv1, x, next(w_iter), noise(block.conv1), fused_modconv,
+                x = x + getattr(self, f'pe_gamma{res}').to(dtype) * self._encoding(res, canvas, have, device).to(dtype)
+            x = _synthesis_layer(block.conv1, x, next(w_iter), noise(block.conv1, have), fused_modconv,
                                  gain=np.sqrt(0.5) if resnet else 1)
+            x = _crop(x, have, _shrink(have, ring))
             if resnet:
-                x = y.add_(x)
+                x = _crop(y, upsampled, _shrink(have, ring)).add_(x)
+        x = _crop(x, _shrink(have, ring), plan[res]['x'])
 
         if img is not None:
             img = upfirdn2d.upsample2d(img, block.resample_filter)
+            img = _crop(img, _up(plan[res // 2]['x'], 0), plan[res]['x'])
         if block.is_last or block.architecture == 'skip':
             rgb = block.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
             img = img + rgb if img is not None else rgb
@@ -204,9 +297,14 @@ class SynthesisNetwork(networks.SynthesisNetwork):
 
     def render(self, ws, canvas=None, noise_mode='random', fused_modconv=None, force_fp32=False):
         """Render ws [N, num_ws, w_dim] on `canvas` (None = the training grid) -> [N, C, H, W]."""
-        if canvas is not None and canvas.is_default(self.img_resolution):
+        R = self.img_resolution
+        if canvas is not None and canvas.is_default(R):
             canvas = None
         misc.assert_shape(ws, [None, self.num_ws, self.w_dim])
+        height, width = (R, R) if canvas is None else canvas.output_size(R)
+        margin = 0 if canvas is None else int(getattr(canvas, 'margin', 0))
+        out = ((-margin, height + margin), (-margin, width + margin))
+        plan = self._plan(out)
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
@@ -214,24 +312,27 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             block = getattr(self, f'b{res}')
             cur_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)    # convs + the next block's first w for ToRGB
             w_idx += block.num_conv
-            x, img = self._block(block, x, img, cur_ws, canvas, noise_mode, fused_modconv, force_fp32)
-        if canvas is not None:
-            height, width = canvas.output_size(self.img_resolution)
-            img = img[:, :, :height, :width]     # rendered on whole coarse pixels; crop exactly
-        return img
+            x, img = self._block(block, x, img, cur_ws, canvas, plan, noise_mode, fused_modconv, force_fp32)
+        return _crop(img, plan[R]['x'], ((0, height), (0, width)))    # the canvas, without margins and spare pixels
 
     def forward(self, ws, canvas=None, **render_kwargs):
-        # MS-PE with random resizing: render at a random zoom, resize back to R (D sees only R).
-        if self.training and self.pe_resize is not None and canvas is None:
-            from mspe_plugin.encoding import Canvas    # training needs the plugin installed
-            zoom = float(np.random.uniform(*self.pe_resize))
-            size = max(int(round(self.img_resolution * zoom)), 1)
-            img = self.render(ws, Canvas(size=(size, size), zoom=size / self.img_resolution), **render_kwargs)
-            if size != self.img_resolution:
-                img = F.interpolate(img, size=(self.img_resolution, self.img_resolution), mode='bilinear',
-                                    align_corners=False, antialias=(size > self.img_resolution))
-            return img
-        return self.render(ws, canvas=canvas, **render_kwargs)
+        if not (self.training and canvas is None and (self.pe_resize is not None or getattr(self, 'pe_margin', 0))):
+            return self.render(ws, canvas=canvas, **render_kwargs)
+        # Training: MS-PE with random resizing renders at a random zoom, resized back to R (D sees only R);
+        # random margins render the training grid inside a larger canvas and crop it, so the edge of
+        # the rendered canvas (and of zero padding) sits at a random distance from content whose
+        # coordinates stay fixed.
+        from mspe_plugin.encoding import Canvas    # training needs the plugin installed
+        R = self.img_resolution
+        zoom = float(np.random.uniform(*self.pe_resize)) if self.pe_resize is not None else 1.0
+        size = max(int(round(R * zoom)), 1)
+        zoom = size / R
+        top, bottom, left, right = (int(m) for m in np.random.randint(0, self.pe_margin + 1, size=4))
+        canvas = Canvas(origin=(-top / zoom, -left / zoom), size=(size + top + bottom, size + left + right), zoom=zoom)
+        img = self.render(ws, canvas, **render_kwargs)[:, :, top:top + size, left:left + size]
+        if size != R:
+            img = F.interpolate(img, size=(R, R), mode='bilinear', align_corners=False, antialias=(size > R))
+        return img
 
 #----------------------------------------------------------------------------
 

@@ -135,58 +135,6 @@ def make_loss(kind, target, device, vgg16_url=VGG16_URL, log=print):
     return PyramidLoss(target)
 
 #----------------------------------------------------------------------------
-# A canvas whose origin (and zoom) are tensors, so the image is differentiable in them.
-
-def _sinusoids(coords, num_channels, base):
-    """[num_channels, n]: channel 2k = sin(c f_k), 2k+1 = cos(c f_k), f_k = base^(-2k / num_channels)."""
-    k = torch.arange(num_channels // 2, dtype=torch.float64, device=coords.device)
-    angles = torch.exp(-2 * k * math.log(base) / num_channels)[:, None] * coords[None, :]
-    return torch.stack([angles.sin(), angles.cos()], dim=1).reshape(num_channels, -1)
-
-def differentiable_encoding(ys, xs, channels, base=10000.0):
-    """mspe_plugin.encoding.sinusoidal_encoding, differentiable in the coordinates ys [h], xs [w]
-    (float64): [channels, h, w], x (width) in the first half, y in the second."""
-    half = channels // 2
-    enc_x = _sinusoids(xs, half, base)[:, None, :].expand(-1, len(ys), -1)
-    enc_y = _sinusoids(ys, half, base)[:, :, None].expand(-1, -1, len(xs))
-    return torch.cat([enc_x, enc_y]).to(torch.float32)
-
-class FittedCanvas:
-    """The canvas protocol of mspe_plugin.networks (is_default, output_size, render_size, grid,
-    encoding) with a learnable `origin` (float64 [2], training pixels) and `log_zoom` (float64 []).
-    The output size stays fixed; coordinates follow mspe_plugin.encoding.Canvas.coords."""
-    def __init__(self, canvas, img_resolution, origin, log_zoom):
-        self.fixed = type(canvas)(origin=canvas.origin, size=canvas.output_size(img_resolution), zoom=canvas.zoom, wrap=canvas.wrap)
-        self.origin = origin
-        self.log_zoom = log_zoom
-
-    def is_default(self, img_resolution):
-        return False                                    # always render through the tensors
-
-    def output_size(self, img_resolution):
-        return self.fixed.output_size(img_resolution)
-
-    def render_size(self, img_resolution, res):
-        return self.fixed.render_size(img_resolution, res)
-
-    def coords(self, n, axis, stride, train_extent):
-        c = self.origin[axis] / stride + torch.arange(n, dtype=torch.float64, device=self.origin.device) / self.log_zoom.exp()
-        return torch.remainder(c, train_extent / stride) if self.fixed.wrap else c
-
-    def grid(self, res, img_resolution):
-        height, width = self.render_size(img_resolution, res)
-        stride = img_resolution / res
-        return (self.coords(height, 0, stride, img_resolution), self.coords(width, 1, stride, img_resolution))
-
-    def encoding(self, res, img_resolution, channels, base=10000.0, device=None):
-        return differentiable_encoding(*self.grid(res, img_resolution), channels, base).to(device)
-
-    def frozen(self):
-        """The current state as a plain Canvas."""
-        origin = tuple(float(v) for v in self.origin.detach().cpu())
-        return type(self.fixed)(origin=origin, size=self.fixed.size, zoom=float(self.log_zoom.detach().exp()), wrap=self.fixed.wrap)
-
-#----------------------------------------------------------------------------
 
 @dataclasses.dataclass
 class Projection:
@@ -265,9 +213,9 @@ def project(
         raise ValueError('fit_zoom needs fit_canvas.')
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     R = G.img_resolution
-    if fit_canvas and canvas is None:
-        from mspe_plugin.encoding import Canvas
-        canvas = Canvas()
+    if fit_canvas:
+        from mspe_plugin.encoding import Canvas, FittedCanvas
+        canvas = Canvas() if canvas is None else canvas
     out_size = canvas.output_size(R) if canvas is not None else (R, R)
     if tuple(target.shape) != (G.img_channels, *out_size):
         raise ValueError(f'target has shape {tuple(target.shape)}; expected {(G.img_channels, *out_size)}.')
@@ -461,9 +409,9 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
         raise click.ClickException(f'--target {target_fname} does not exist; pass the path of an image file.')
 
     G = load_generator(network_pkl, device)
-    if fit_canvas and canvas is None:
-        from mspe_plugin.encoding import Canvas
-        canvas = Canvas()
+    if fit_canvas:
+        from mspe_plugin.encoding import Canvas, FittedCanvas
+        canvas = Canvas() if canvas is None else canvas
     if PLUGIN is not None:
         PLUGIN.check_canvas_support(G, canvas)
     size = canvas.output_size(G.img_resolution) if canvas is not None else (G.img_resolution, G.img_resolution)

@@ -66,14 +66,16 @@ def load_plugin():
     from mspe_plugin import register
     return register
 
-def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
+def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None):
     """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
 
     :return: (host cfg name, pe or None, pe_resize (min, max) or None).
     """
     if plugin is None:
-        if cfg in ('mspe', 'sspe') or pe is not None or pe_resize is not None:
-            flag = f'--cfg={cfg}' if cfg in ('mspe', 'sspe') else '--pe' if pe is not None else '--pe-resize'
+        given = [f'--cfg={cfg}'] if cfg in ('mspe', 'sspe') else []
+        given += [flag for flag, value in (('--pe', pe), ('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding)) if value is not None]
+        if given:
+            flag = given[0]
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             raise click.ClickException(f'{flag} needs the mspe plugin: pip install -e {root}')
         return cfg, None, None
@@ -85,7 +87,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None, code=None, code_dims=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -256,6 +258,23 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'{flag} needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
         desc += f'-{flag[2:].replace("-", "")}{value:g}'
         args.loss_kwargs[key] = value
+    if code_dims is not None and not code:
+        raise click.ClickException('--code-dims shapes the latent code of --code; add --code=WEIGHT or drop --code-dims.')
+    if code:
+        # Not in upstream: an InfoGAN latent code (training/latent_code.py) that G's shapes must reveal.
+        if code < 0:
+            raise click.ClickException(f'--code must be non-negative; got {code}.')
+        try:
+            num_cat, num_cont = (int(v) for v in (code_dims or '10,2').split(','))
+        except ValueError:
+            raise click.ClickException(f'--code-dims takes CAT,CONT (categories, continuous factors) such as 10,2; got {code_dims!r}.')
+        if num_cat < 0 or num_cont < 0 or num_cat == 1 or num_cat + num_cont == 0 or num_cat + num_cont > args.G_kwargs.z_dim:
+            raise click.ClickException(f'--code-dims needs CAT = 0 or >= 2, CONT >= 0, and 0 < CAT + CONT <= z_dim; got {code_dims!r}.')
+        desc += f'-code{code:g}'
+        args.D_kwargs.class_name = 'training.latent_code.Discriminator'
+        args.D_kwargs.code_kwargs = dnnlib.EasyDict(num_cat=num_cat, num_cont=num_cont)
+        args.loss_kwargs.class_name = 'training.latent_code.LatentCodeLoss'
+        args.loss_kwargs.code_weight = code
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -546,6 +565,8 @@ def parse_comma_list(text):
 @click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
 @click.option('--mismatch', help='Conditional models: weight of reals with wrong labels as fakes for D (not in upstream) [default: 0]', type=float, metavar='FLOAT')
+@click.option('--code', help='Weight of an InfoGAN latent code that the shapes of fakes must reveal (not in upstream) [default: 0]', type=float, metavar='FLOAT')
+@click.option('--code-dims', help='Latent code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
 @click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection (not in upstream) [default: 0]", type=float, metavar='FLOAT')
 @click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
@@ -567,7 +588,9 @@ def parse_comma_list(text):
 # Plugin hook.
 @click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX (needs mspe_plugin)', type=str, metavar='MIN,MAX')
-def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
+@click.option('--pe-margin', help='Render random margins of 0..M px per side around the training grid, then crop (needs mspe_plugin)', type=click.IntRange(min=0), metavar='M')
+@click.option('--pe-padding', help='Convolution padding of the generator: zero (upstream) or none (padding-free) (needs mspe_plugin)', type=click.Choice(['zero', 'none']))
+def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, **config_kwargs):
     """Train a GAN using the techniques described in "Training Generative Adversarial Networks
     with Limited Data" (StyleGAN2-ADA), with the MS-PE plugin hook.
 
@@ -596,15 +619,15 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs = {**defaults, **config_kwargs}
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
-        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize)
+        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce', 'code', 'code_dims']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
-        if plugin is not None and (pe is not None or pe_resize is not None):
-            plugin.configure_generator(args.G_kwargs, pe, pe_resize)
-            desc += plugin.run_desc_suffix(pe, pe_resize)
+        if plugin is not None and (pe is not None or pe_resize is not None or pe_margin is not None or pe_padding is not None):
+            plugin.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)
+            desc += plugin.run_desc_suffix(pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)
         args.run_dir = None
 
     print()

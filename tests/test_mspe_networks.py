@@ -34,7 +34,7 @@ def test_default_canvas_is_plain_generation(pe):
 def test_stored_tables_equal_the_encoding_of_the_training_grid():
     G = make_G('mspe')
     for res in G.synthesis.block_resolutions:
-        stored = G.synthesis._encoding(res, None, 'cpu')
+        stored = G.synthesis._encoding(res, None, ((0, res), (0, res)), 'cpu')
         channels = stored.shape[0]
         ref = Canvas().encoding(res, R, channels, base=10000.0)
         assert stored.shape == (channels, res, res)

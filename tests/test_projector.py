@@ -11,7 +11,7 @@ import torch
 
 import projector
 from mspe_plugin import networks as pe_networks
-from mspe_plugin.encoding import Canvas, sinusoidal_encoding
+from mspe_plugin.encoding import Canvas, FittedCanvas, encoding_from_coords, sinusoidal_encoding
 from training import networks as host_networks
 
 torch.set_num_threads(1)
@@ -111,14 +111,14 @@ def test_fitted_canvas_renders_like_canvas_and_has_origin_gradient(canvas):
     passes a gradient to the origin and the zoom."""
     origin = torch.tensor(canvas.origin, dtype=torch.float64, requires_grad=True)
     log_zoom = torch.tensor(np.log(canvas.zoom), dtype=torch.float64, requires_grad=True)
-    fitted = projector.FittedCanvas(canvas, 32, origin, log_zoom)
+    fitted = FittedCanvas(canvas, 32, origin, log_zoom)
     for res in (4, 8, 16, 32):
         ys, xs = canvas.grid(res, 32)
         fys, fxs = fitted.grid(res, 32)
         assert torch.allclose(fys.detach(), torch.as_tensor(ys, dtype=torch.float64), atol=1e-9)
         assert torch.allclose(fxs.detach(), torch.as_tensor(xs, dtype=torch.float64), atol=1e-9)
         assert torch.allclose(fitted.encoding(res, 32, 16), canvas.encoding(res, 32, 16), atol=1e-5)
-    assert torch.allclose(projector.differentiable_encoding(fys, fxs, 32, 100.0), sinusoidal_encoding(ys, xs, 32, base=100.0), atol=1e-5)
+    assert torch.allclose(encoding_from_coords(fys, fxs, 32, 100.0), sinusoidal_encoding(ys, xs, 32, base=100.0), atol=1e-5)
     G = make_G()
     img = G.synthesis(G.mapping.w_avg.expand([1, G.num_ws, -1]), canvas=fitted, noise_mode='const')
     img.square().sum().backward()
