@@ -100,14 +100,15 @@ def canvas_options(fn):
         click.option('--size', type=str, default=None, help='Output size HxW in pixels (default: the training size times zoom)', metavar='HxW'),
         click.option('--wrap', is_flag=True, default=False, help='Roll the coordinates modulo the training extent (the paper\'s rolled shift)'),
         click.option('--extent', type=str, default=None, help='Training-pixel extent Y0:Y1,X0:X1, e.g. 0:256,-128:384 beyond the border', metavar='Y0:Y1,X0:X1'),
+        click.option('--margin', type=click.IntRange(min=0), default=None, help='Render N more pixels beyond every side of the canvas and crop them (hides zero padding; see receptive_radius)', metavar='N'),
     ]
     for option in reversed(options):
         fn = option(fn)
     return fn
 
-def canvas_from_options(shift=None, zoom=None, size=None, wrap=False, extent=None):
+def canvas_from_options(shift=None, zoom=None, size=None, wrap=False, extent=None, margin=None):
     """Build a Canvas from the canvas flags; None when every flag has its default."""
-    if shift is None and zoom is None and size is None and not wrap and extent is None:
+    if shift is None and zoom is None and size is None and not wrap and extent is None and not margin:
         return None
     from mspe_plugin.encoding import Canvas, CanvasError
     try:
@@ -119,12 +120,12 @@ def canvas_from_options(shift=None, zoom=None, size=None, wrap=False, extent=Non
             y0, y1 = _parse_pair(y_part, r':', '--extent')
             x0, x1 = _parse_pair(x_part, r':', '--extent')
             canvas = Canvas.from_extent(((y0, y1), (x0, x1)), zoom=zoom_value)
-            return Canvas(origin=canvas.origin, size=canvas.size, zoom=canvas.zoom, wrap=wrap)
+            return Canvas(origin=canvas.origin, size=canvas.size, zoom=canvas.zoom, wrap=wrap, margin=margin or 0)
         origin = _parse_pair(shift, r',', '--shift') if shift is not None else (0.0, 0.0)
         size_value = None
         if size is not None:
             size_value = _parse_pair(size.lower(), r'x', '--size', cast=int)
-        return Canvas(origin=origin, size=size_value, zoom=zoom_value, wrap=wrap)
+        return Canvas(origin=origin, size=size_value, zoom=zoom_value, wrap=wrap, margin=margin or 0)
     except CanvasError as err:
         raise click.BadParameter(str(err))
 
