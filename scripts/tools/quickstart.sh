@@ -4,14 +4,14 @@
 # MS-PE generator with `train.py --cfg=mspe` for a few minutes, and render it on shifted, zoomed,
 # wider and beyond-the-border canvases.
 #
-#   bash scripts/quickstart.sh              # ~12 kimg: a few minutes on 2 CPU cores
-#   KIMG=40 bash scripts/quickstart.sh      # longer (the run resumes where it stopped)
+#   bash scripts/tools/quickstart.sh              # 12 kimg: a few minutes on a CPU
+#   KIMG=40 bash scripts/tools/quickstart.sh      # longer (the run resumes where it stopped)
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
 # the same canvases of our committed MNIST model (results/models/mspe.pkl, class-conditional: it
 # draws digit $CLASS, default 3) in out/quickstart/trained-*/ when that file exists.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 KIMG=${KIMG:-12}
 CLASS=${CLASS:-3}     # the digit the committed conditional model draws
