@@ -169,9 +169,7 @@ def save_figure(inputs, panels, ts, path):
     image.resize((image.width * 2, image.height * 2), PIL.Image.NEAREST).save(path)
 
 def plot_curve(results, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = dg.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
     for name, res in results.items():
         ts = [r['t'] for r in res['rows']]

@@ -161,6 +161,14 @@ def frechet_distance(a, b):
 
 #----------------------------------------------------------------------------
 
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (figures go to files; the
+    `experiments` extra installs matplotlib)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
 def to_uint8(img):
     """[N, C, H, W] in [-1, 1] -> uint8 numpy [N, H, W, C]."""
     return ((img.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()

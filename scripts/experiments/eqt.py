@@ -55,9 +55,7 @@ def main(num, max_frac, seed, models_dir, out):
 
 def plot(results, path):
     """Bars of EQ-T and EQ-T_frac (dB) per model."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = dg.pyplot()
     names = list(results)
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 3.2))

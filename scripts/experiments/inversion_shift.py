@@ -238,9 +238,7 @@ def print_table(summary, modes):
 def plot(sources, images, models, modes, shift, strength, device, path):
     """Grid: columns = cases x the first target of each source; rows = target, then per mode the
     baseline and MS-PE reconstructions, then SeFa -/+ edits of the last mode's projections."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = dg.pyplot()
     to_img = lambda x: ((x.permute(1, 2, 0).clamp(-1, 1).numpy() + 1) / 2).squeeze()
     columns = [(source, case) for source in sources for case in CASES]
     edit_mode = modes[-1]

@@ -99,9 +99,7 @@ def main(max_shift, step, num, seed, models_dir, out):
     print(f'wrote {out}.json and {out}.png')
 
 def plot(results, path):
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = dg.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for name, rows in results.items():
         shifts = [r['shift'] for r in rows]

@@ -23,7 +23,7 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
 def default_fused_modconv(x):
     """Whether modulated convolutions should run as one grouped convolution for input `x`.
 
-    Measured with scripts/bench_host.py: on CPU the non-fused path (modulate activations,
+    Measured with scripts/bench/bench_host.py: on CPU the non-fused path (modulate activations,
     shared-weight conv, demodulate activations) is faster, and on CUDA the grouped path is
     upstream's choice for inference. Callers may always force either path.
     """
