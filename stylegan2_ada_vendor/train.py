@@ -196,30 +196,7 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--kimg must be positive; got {kimg}.')
         desc += f'-kimg{kimg:g}'
         args.total_kimg = kimg
-    if cbase is not None or cmax is not None:
-        # StyleGAN3's --cbase/--cmax: channels at resolution r are min(cbase / r, cmax), G and D alike.
-        for flag, value in (('--cbase', cbase), ('--cmax', cmax)):
-            if value is not None and value < 4:
-                raise click.ClickException(f'{flag} must be at least 4; got {value}.')
-        if cbase is not None:
-            desc += f'-cbase{cbase}'
-            args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = cbase
-        if cmax is not None:
-            desc += f'-cmax{cmax}'
-            args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
-    for flag, value, key in (('--glr', glr, 'G_opt_kwargs'), ('--dlr', dlr, 'D_opt_kwargs')):
-        # StyleGAN3's --glr/--dlr: the Adam learning rate of G / D.
-        if value is not None:
-            if value <= 0:
-                raise click.ClickException(f'{flag} must be positive; got {value}.')
-            desc += f'-{flag[2:]}{value:g}'
-            args[key].lr = value
-    if map is not None:
-        # StyleGAN3's --map: depth of G's mapping network.
-        if map < 1:
-            raise click.ClickException(f'--map must be at least 1; got {map}.')
-        desc += f'-map{map}'
-        args.G_kwargs.mapping_kwargs.num_layers = map
+    desc += _setup_stylegan3_overrides(args, cbase, cmax, glr, dlr, map)
     desc += _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr)
     if tick is not None:
         if tick <= 0:
@@ -276,6 +253,34 @@ def _inspect_dataset(training_set_kwargs, flag):
         return info
     except (OSError, ValueError, RuntimeError) as err:
         raise click.ClickException(f'{flag}: {err}')
+
+def _setup_stylegan3_overrides(args, cbase, cmax, glr, dlr, map):
+    """Not upstream: StyleGAN3's --cbase/--cmax (channels at resolution r are min(cbase / r, cmax),
+    G and D alike), --glr/--dlr (Adam learning rates) and --map (G's mapping depth).
+    :return: the run-description part."""
+    desc = ''
+    if cbase is not None or cmax is not None:
+        for flag, value in (('--cbase', cbase), ('--cmax', cmax)):
+            if value is not None and value < 4:
+                raise click.ClickException(f'{flag} must be at least 4; got {value}.')
+        if cbase is not None:
+            desc += f'-cbase{cbase}'
+            args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = cbase
+        if cmax is not None:
+            desc += f'-cmax{cmax}'
+            args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
+    for flag, value, key in (('--glr', glr, 'G_opt_kwargs'), ('--dlr', dlr, 'D_opt_kwargs')):
+        if value is not None:
+            if value <= 0:
+                raise click.ClickException(f'{flag} must be positive; got {value}.')
+            desc += f'-{flag[2:]}{value:g}'
+            args[key].lr = value
+    if map is not None:
+        if map < 1:
+            raise click.ClickException(f'--map must be at least 1; got {map}.')
+        desc += f'-map{map}'
+        args.G_kwargs.mapping_kwargs.num_layers = map
+    return desc
 
 def _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr):
     """Not upstream: the training recipe of the committed conditional digit models. --label-ce
