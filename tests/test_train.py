@@ -185,8 +185,12 @@ class NaNAfterLoss(StyleGAN2Loss):
                 with torch.no_grad():
                     next(self.G_mapping.parameters()).fill_(float('nan'))
 
-def test_nan_loss_stops_run_with_clear_message_and_keeps_last_good_snapshot(train_module, digits_zip, tmp_path, one_thread):
+def test_nan_loss_stops_run_with_clear_message_and_keeps_last_good_snapshot(train_module, digits_zip, tmp_path, one_thread, monkeypatch):
+    from torch_utils import training_stats
     from training import training_loop
+    # The run's NaN statistics go to running sums of their own: in this process they would
+    # otherwise stay in training_stats' sums and poison every later in-process run's statistics.
+    monkeypatch.setattr(training_stats, '_counters', dict())
     args, _desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,
         cond=False, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=1, batch=16, aug='noaug', p=None, target=None,
         augpipe=None, resume=None, freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=0.032)
