@@ -1,7 +1,9 @@
 """Install mspe: the MS-PE plugin for StyleGAN2-ADA generators and diffusion UNets.
 
 `pip install -e .` installs `mspe_plugin` (and the `mspe-patch` console script). The vendored
-host in `stylegan2_ada_vendor/` is run from its folder, like an upstream checkout.
+host in `stylegan2_ada_vendor/` is run from its folder, like an upstream checkout. The diffs of
+`patches/` travel inside the package as `mspe_plugin/patches/`, so that `mspe-patch` finds them
+in a non-editable install too.
 """
 from setuptools import find_packages, setup
 
@@ -10,7 +12,9 @@ setup(
     version='0.1.0',
     description='Multi-scale positional encoding (MS-PE) for spatially unbiased StyleGAN2-ADA '
                 'generators and diffusion UNets (Choi et al., ICCV 2021).',
-    packages=find_packages(include=['mspe_plugin', 'mspe_plugin.*']),
+    packages=find_packages(include=['mspe_plugin', 'mspe_plugin.*']) + ['mspe_plugin.patches'],
+    package_dir={'mspe_plugin.patches': 'patches'},
+    package_data={'mspe_plugin.patches': ['*.diff', 'README.md']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',

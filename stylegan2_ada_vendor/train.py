@@ -1,14 +1,17 @@
 """Train a StyleGAN2-ADA generator: `python train.py --outdir=runs --data=DATASET.zip --gpus=1`.
 
 Flags, presets and the run folder (<outdir>/<NNNNN>-<desc>/ with training_options.json, log.txt,
-stats.jsonl, image grids and network-snapshot-*.pkl) follow upstream StyleGAN2-ADA. Additions:
-  --cfg=cpu          a small preset for CPU runs on tiny datasets (no fp16, narrow networks);
-  --tick=KIMG        kimg per tick (fractions allowed, for tiny CPU runs);
-  --resume-run=DIR   continue a killed or finished run inside its folder, from its newest
-                     snapshot, with counters, optimizer state and augment p (DIR=latest: the
-                     highest-numbered run in --outdir);
-  --gpus=N           without CUDA, N CPU processes train together (torch.distributed, gloo);
-  plugin hook        when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize.
+stats.jsonl, image grids and network-snapshot-*.pkl) follow upstream StyleGAN2-ADA. The flags
+that are not upstream's sit in option groups of their own, below upstream's:
+  StyleGAN3's        --tick (fractions allowed), --cbase, --cmax, --glr, --dlr, --map;
+  run control        --resume-run=DIR continues a killed or finished run inside its folder, from
+                     its newest snapshot, with counters, optimizer state and augment p (DIR=latest:
+                     the highest-numbered run in --outdir); --gpus=N without CUDA trains in N CPU
+                     processes (torch.distributed, gloo); --cfg=cpu, a small preset for CPU runs;
+  training recipe    --label-ce, --dmap, --dmap-lr (training/loss_labelce.py), the recipe of the
+                     committed digit models;
+  MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize
+                     (mspe_plugin/register.py).
 """
 
 import importlib.util
@@ -54,7 +57,7 @@ RESUME_SPECS = {    # upstream's published transfer-learning sources
 RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers'}
 
 #----------------------------------------------------------------------------
-# Plugin hook: a plugin module exposing the mspe_plugin.register API (see notes/REGISTER_API.md).
+# Plugin hook: a plugin module exposing the mspe_plugin.register API (mspe_plugin/register.py).
 
 def load_plugin():
     """The MS-PE registration module, or None when mspe_plugin is not importable."""
@@ -87,7 +90,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None, code=None, code_dims=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -195,86 +198,9 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--kimg must be positive; got {kimg}.')
         desc += f'-kimg{kimg:g}'
         args.total_kimg = kimg
-    if cbase is not None or cmax is not None:
-        # StyleGAN3's --cbase/--cmax: channels at resolution r are min(cbase / r, cmax), G and D alike.
-        for flag, value in (('--cbase', cbase), ('--cmax', cmax)):
-            if value is not None and value < 4:
-                raise click.ClickException(f'{flag} must be at least 4; got {value}.')
-        if cbase is not None:
-            desc += f'-cbase{cbase}'
-            args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = cbase
-        if cmax is not None:
-            desc += f'-cmax{cmax}'
-            args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
-    for flag, value, key in (('--glr', glr, 'G_opt_kwargs'), ('--dlr', dlr, 'D_opt_kwargs')):
-        # StyleGAN3's --glr/--dlr: the Adam learning rate of G / D.
-        if value is not None:
-            if value <= 0:
-                raise click.ClickException(f'{flag} must be positive; got {value}.')
-            desc += f'-{flag[2:]}{value:g}'
-            args[key].lr = value
-    if map is not None:
-        # StyleGAN3's --map: depth of G's mapping network.
-        if map < 1:
-            raise click.ClickException(f'--map must be at least 1; got {map}.')
-        desc += f'-map{map}'
-        args.G_kwargs.mapping_kwargs.num_layers = map
-    if dmap is not None:
-        # Depth of D's label mapping (c -> the projection vector of a conditional D; upstream: 8).
-        if dmap < 1:
-            raise click.ClickException(f'--dmap must be at least 1; got {dmap}.')
-        if not cond:
-            raise click.ClickException('--dmap sets the label mapping of a conditional discriminator; add --cond=1 or drop --dmap.')
-        desc += f'-dmap{dmap}'
-        args.D_kwargs.mapping_kwargs.num_layers = dmap
-    if dmap_lr is not None:
-        # Learning-rate multiplier of D's label mapping layers (upstream: 0.01, as in G's mapping).
-        if dmap_lr <= 0:
-            raise click.ClickException(f'--dmap-lr must be positive; got {dmap_lr}.')
-        if not cond:
-            raise click.ClickException("--dmap-lr sets the label mapping's learning rate of a conditional discriminator; add --cond=1 or drop --dmap-lr.")
-        desc += f'-dmaplr{dmap_lr:g}'
-        args.D_kwargs.mapping_kwargs.lr_multiplier = dmap_lr
-    if div is not None:
-        # Not in upstream: a hinge on G that acts only while its shapes spread less than the reals'
-        # (training/loss.py, shape_spread). 0 = off, the upstream objective.
-        if div < 0:
-            raise click.ClickException(f'--div must be non-negative; got {div}.')
-        if div > 0:
-            desc += f'-div{div:g}'
-            args.loss_kwargs.div_weight = div
-    # Not in upstream, conditional models only: a matching-aware D (reals with a wrong label count
-    # as fakes) and an auxiliary classifier made of the projection D itself (cross-entropy of D's
-    # logits under every label: D on reals, G on its fakes for the label asked).
-    for flag, value, key, why in (('--mismatch', mismatch, 'mismatch_weight', 'shows D reals with wrong labels'),
-                                  ('--label-ce', label_ce, 'label_ce_weight', 'classifies images by their label')):
-        if value is None or value == 0:
-            continue
-        if value < 0:
-            raise click.ClickException(f'{flag} must be non-negative; got {value}.')
-        if not cond:
-            raise click.ClickException(f'{flag} {why}, so it needs --cond=1; add it or drop {flag}.')
-        if info.label_dim < 2:
-            raise click.ClickException(f'{flag} needs one-hot labels of at least two classes; {data} has {info.label_dim}.')
-        desc += f'-{flag[2:].replace("-", "")}{value:g}'
-        args.loss_kwargs[key] = value
-    if code_dims is not None and not code:
-        raise click.ClickException('--code-dims shapes the latent code of --code; add --code=WEIGHT or drop --code-dims.')
-    if code:
-        # Not in upstream: an InfoGAN latent code (training/latent_code.py) that G's shapes must reveal.
-        if code < 0:
-            raise click.ClickException(f'--code must be non-negative; got {code}.')
-        try:
-            num_cat, num_cont = (int(v) for v in (code_dims or '10,2').split(','))
-        except ValueError:
-            raise click.ClickException(f'--code-dims takes CAT,CONT (categories, continuous factors) such as 10,2; got {code_dims!r}.')
-        if num_cat < 0 or num_cont < 0 or num_cat == 1 or num_cat + num_cont == 0 or num_cat + num_cont > args.G_kwargs.z_dim:
-            raise click.ClickException(f'--code-dims needs CAT = 0 or >= 2, CONT >= 0, and 0 < CAT + CONT <= z_dim; got {code_dims!r}.')
-        desc += f'-code{code:g}'
-        args.D_kwargs.class_name = 'training.latent_code.Discriminator'
-        args.D_kwargs.code_kwargs = dnnlib.EasyDict(num_cat=num_cat, num_cont=num_cont)
-        args.loss_kwargs.class_name = 'training.latent_code.LatentCodeLoss'
-        args.loss_kwargs.code_weight = code
+    desc += _setup_stylegan3_overrides(args, cbase, cmax, glr, dlr, map)
+    desc += _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr)
+    desc += _setup_latent_code(args, code, code_dims)
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -289,17 +215,6 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     if args.batch_size % (args.batch_gpu * gpus) != 0:
         args.batch_gpu = args.batch_size // gpus
     args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)
-    if pack is not None and pack != 1:
-        # Not in upstream: PacGAN (Lin et al. 2018), D judges `pack` images at once.
-        if pack < 1:
-            raise click.ClickException(f'--pack must be a positive integer; got {pack}.')
-        if cond:
-            raise click.ClickException('--pack needs an unconditional model; drop --cond=1 or --pack.')
-        if args.batch_gpu % pack != 0:
-            raise click.ClickException(f'--pack={pack} must divide the per-process batch ({args.batch_gpu}); change --batch or --pack.')
-        desc += f'-pack{pack}'
-        args.D_kwargs.pack = pack
-        args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu // pack)
 
     _setup_augmentation(args, aug, p, target, augpipe)
     desc += args.pop('aug_desc')
@@ -341,6 +256,90 @@ def _inspect_dataset(training_set_kwargs, flag):
         return info
     except (OSError, ValueError, RuntimeError) as err:
         raise click.ClickException(f'{flag}: {err}')
+
+def _setup_stylegan3_overrides(args, cbase, cmax, glr, dlr, map):
+    """Not upstream: StyleGAN3's --cbase/--cmax (channels at resolution r are min(cbase / r, cmax),
+    G and D alike), --glr/--dlr (Adam learning rates) and --map (G's mapping depth).
+    :return: the run-description part."""
+    desc = ''
+    if cbase is not None or cmax is not None:
+        for flag, value in (('--cbase', cbase), ('--cmax', cmax)):
+            if value is not None and value < 4:
+                raise click.ClickException(f'{flag} must be at least 4; got {value}.')
+        if cbase is not None:
+            desc += f'-cbase{cbase}'
+            args.G_kwargs.synthesis_kwargs.channel_base = args.D_kwargs.channel_base = cbase
+        if cmax is not None:
+            desc += f'-cmax{cmax}'
+            args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = cmax
+    for flag, value, key in (('--glr', glr, 'G_opt_kwargs'), ('--dlr', dlr, 'D_opt_kwargs')):
+        if value is not None:
+            if value <= 0:
+                raise click.ClickException(f'{flag} must be positive; got {value}.')
+            desc += f'-{flag[2:]}{value:g}'
+            args[key].lr = value
+    if map is not None:
+        if map < 1:
+            raise click.ClickException(f'--map must be at least 1; got {map}.')
+        desc += f'-map{map}'
+        args.G_kwargs.mapping_kwargs.num_layers = map
+    return desc
+
+def _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr):
+    """Not upstream: the training recipe of the committed conditional digit models. --label-ce
+    selects training/loss_labelce.py's LabelCELoss; --dmap and --dmap-lr set the depth and the
+    learning-rate multiplier of the conditional D's label mapping (upstream: 8 and 0.01).
+    :return: the run-description part."""
+    desc = ''
+    for flag, value in (('--dmap', dmap), ('--dmap-lr', dmap_lr)):
+        if value is not None and not cond:
+            what = 'the label mapping' if flag == '--dmap' else "the label mapping's learning rate"
+            raise click.ClickException(f'{flag} sets {what} of a conditional discriminator; add --cond=1 or drop {flag}.')
+    if dmap is not None:
+        if dmap < 1:
+            raise click.ClickException(f'--dmap must be at least 1; got {dmap}.')
+        desc += f'-dmap{dmap}'
+        args.D_kwargs.mapping_kwargs.num_layers = dmap
+    if dmap_lr is not None:
+        if dmap_lr <= 0:
+            raise click.ClickException(f'--dmap-lr must be positive; got {dmap_lr}.')
+        desc += f'-dmaplr{dmap_lr:g}'
+        args.D_kwargs.mapping_kwargs.lr_multiplier = dmap_lr
+    if label_ce:
+        if label_ce < 0:
+            raise click.ClickException(f'--label-ce must be non-negative; got {label_ce}.')
+        if not cond:
+            raise click.ClickException('--label-ce classifies images by their label, so it needs --cond=1; add it or drop --label-ce.')
+        if info.label_dim < 2:
+            raise click.ClickException(f'--label-ce needs one-hot labels of at least two classes; the dataset has {info.label_dim}.')
+        desc += f'-labelce{label_ce:g}'
+        args.loss_kwargs.class_name = 'training.loss_labelce.LabelCELoss'
+        args.loss_kwargs.label_ce_weight = label_ce
+    return desc
+
+def _setup_latent_code(args, code, code_dims):
+    """Not upstream: --code selects training/latent_code.py (an InfoGAN code that the shapes of
+    fakes must reveal: D gains a code head Q, the loss a code term); --code-dims its size.
+    :return: the run-description part."""
+    if code_dims is not None and not code:
+        raise click.ClickException('--code-dims shapes the latent code of --code; add --code=WEIGHT or drop --code-dims.')
+    if not code:
+        return ''
+    if code < 0:
+        raise click.ClickException(f'--code must be non-negative; got {code}.')
+    try:
+        num_cat, num_cont = (int(v) for v in (code_dims or '10,2').split(','))
+    except ValueError:
+        raise click.ClickException(f'--code-dims takes CAT,CONT (categories, continuous factors) such as 10,2; got {code_dims!r}.')
+    if num_cat < 0 or num_cont < 0 or num_cat == 1 or num_cat + num_cont == 0 or num_cat + num_cont > args.G_kwargs.z_dim:
+        raise click.ClickException(f'--code-dims needs CAT = 0 or >= 2, CONT >= 0 and 0 < CAT + CONT <= z_dim; got {code_dims!r}.')
+    if args.loss_kwargs.class_name != 'training.loss.StyleGAN2Loss':
+        raise click.ClickException('--code and --label-ce select different losses; use one of them.')
+    args.D_kwargs.class_name = 'training.latent_code.Discriminator'
+    args.D_kwargs.code_kwargs = dnnlib.EasyDict(num_cat=num_cat, num_cont=num_cont)
+    args.loss_kwargs.class_name = 'training.latent_code.LatentCodeLoss'
+    args.loss_kwargs.code_weight = code
+    return f'-code{code:g}'
 
 def _setup_augmentation(args, aug, p, target, augpipe):
     """Fill args with the --aug/--p/--target/--augpipe choices; args.aug_desc gets the name part."""
@@ -425,11 +424,28 @@ def trim_stats(stats_path, max_kimg):
         os.replace(tmp_path, stats_path)
     return len(lines) - len(keep)
 
+def _upgrade_recipe_kwargs(args, run_dir):
+    """Runs started before the label cross-entropy had a loss class of its own name it as a
+    StyleGAN2Loss argument: move it to LabelCELoss. Runs that used the removed anti-collapse
+    terms (--div, --mismatch, --pack) cannot continue here."""
+    loss_kwargs = args.get('loss_kwargs', {})
+    removed = [flag for key, flag in (('div_weight', '--div'), ('mismatch_weight', '--mismatch')) if loss_kwargs.pop(key, 0)]
+    if args.get('D_kwargs', {}).pop('pack', 1) != 1:
+        removed.append('--pack')
+    if removed:
+        raise click.ClickException(f'--resume-run: {run_dir} was trained with {", ".join(removed)}, which this version no longer has; '
+                                   'continue it with the commit that trained it (git history).')
+    label_ce = loss_kwargs.pop('label_ce_weight', 0)
+    if label_ce:
+        loss_kwargs.class_name = 'training.loss_labelce.LabelCELoss'
+        loss_kwargs.label_ce_weight = label_ce
+
 def setup_resume_run(run_dir, kimg):
     """training_loop kwargs that continue the run in run_dir from its newest snapshot."""
     with open(os.path.join(run_dir, 'training_options.json')) as f:
         args = json.load(f, object_hook=dnnlib.EasyDict)
     args.run_dir = run_dir
+    _upgrade_recipe_kwargs(args, run_dir)
     if kimg is not None:
         args.total_kimg = kimg
     snapshot = newest_snapshot(run_dir)
@@ -555,21 +571,7 @@ def parse_comma_list(text):
 @click.option('--cfg', help='Base config: auto, stylegan2, paper256, paper512, paper1024, cifar, cpu (+ mspe, sspe with the plugin) [default: auto]', type=str)
 @click.option('--gamma', help='Override R1 gamma', type=float)
 @click.option('--kimg', help='Override training duration (kimg, fractions allowed)', type=float, metavar='KIMG')
-@click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
 @click.option('--batch', help='Override batch size', type=int, metavar='INT')
-@click.option('--cbase', help='Override channel base: channels at resolution r are min(cbase/r, cmax)', type=int, metavar='INT')
-@click.option('--cmax', help='Override the largest channel count of G and D', type=int, metavar='INT')
-@click.option('--glr', help='Override G learning rate', type=float, metavar='LR')
-@click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
-@click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
-@click.option('--div', help="Weight of the diversity floor on G (not in upstream; 0 = off) [default: 0]", type=float, metavar='FLOAT')
-@click.option('--pack', help='PacGAN: D judges this many images at once (not in upstream) [default: 1]', type=int, metavar='INT')
-@click.option('--mismatch', help='Conditional models: weight of reals with wrong labels as fakes for D (not in upstream) [default: 0]', type=float, metavar='FLOAT')
-@click.option('--code', help='Weight of an InfoGAN latent code that the shapes of fakes must reveal (not in upstream) [default: 0]', type=float, metavar='FLOAT')
-@click.option('--code-dims', help='Latent code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
-@click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection (not in upstream) [default: 0]", type=float, metavar='FLOAT')
-@click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
-@click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 # Discriminator augmentation.
 @click.option('--aug', help='Augmentation mode: ada, noaug, fixed [default: ada]', type=str)
 @click.option('--p', help='Augmentation probability for --aug=fixed', type=float)
@@ -577,7 +579,6 @@ def parse_comma_list(text):
 @click.option('--augpipe', help='Augmentation pipeline [default: bgc]', type=str)
 # Transfer learning and resuming.
 @click.option('--resume', help='Resume from given network pickle [default: noresume]', metavar='PKL')
-@click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
 @click.option('--freezed', help='Freeze-D [default: 0 layers]', type=int, metavar='INT')
 # Performance.
 @click.option('--fp32', help='Disable mixed-precision training', type=bool, metavar='BOOL')
@@ -585,7 +586,22 @@ def parse_comma_list(text):
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
 @click.option('--workers', help='Data loader worker processes [default: 3 with CUDA, 0 on CPU]', type=int, metavar='INT')
-# Plugin hook.
+# Not upstream: StyleGAN3's flags and run control.
+@click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
+@click.option('--cbase', help='Override channel base: channels at resolution r are min(cbase/r, cmax)', type=int, metavar='INT')
+@click.option('--cmax', help='Override the largest channel count of G and D', type=int, metavar='INT')
+@click.option('--glr', help='Override G learning rate', type=float, metavar='LR')
+@click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
+@click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
+@click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
+# Not upstream: training recipe of the committed digit models (training/loss_labelce.py).
+@click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection [default: 0]", type=float, metavar='FLOAT')
+@click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
+@click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
+# Not upstream: an InfoGAN latent code against mode collapse (training/latent_code.py).
+@click.option('--code', help='Weight of a latent code that the shapes of fakes must reveal [default: 0]', type=float, metavar='FLOAT')
+@click.option('--code-dims', help='The code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
+# MS-PE plugin (mspe_plugin/register.py).
 @click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX (needs mspe_plugin)', type=str, metavar='MIN,MAX')
 @click.option('--pe-margin', help='Render random margins of 0..M px per side around the training grid, then crop (needs mspe_plugin)', type=click.IntRange(min=0), metavar='M')
@@ -623,7 +639,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce', 'code', 'code_dims']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None or pe_margin is not None or pe_padding is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)

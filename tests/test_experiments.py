@@ -7,6 +7,8 @@ import io
 import json
 import os
 import pickle
+import shutil
+import subprocess
 import sys
 import zipfile
 
@@ -16,13 +18,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import ROOT
-
-SCRIPTS = os.path.join(ROOT, 'scripts')
-if SCRIPTS not in sys.path:
-    sys.path.insert(0, SCRIPTS)
-
-import digit_models as dm  # noqa: E402
+from conftest import HOST, ROOT
+from scripts.experiments import digits as dm
 
 torch.set_num_threads(1)
 
@@ -49,7 +46,7 @@ def test_psnr_and_ssim_rank_identical_above_noisy_images():
     assert (dm.ssim(a, noisy) < 0.9).all()
 
 def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
-    import shift_consistency
+    from scripts.experiments import shift_consistency
     models = tmp_path / 'models'
     models.mkdir()
     for name, pe in [('baseline', 'none'), ('sspe', 'sspe'), ('mspe', 'mspe')]:
@@ -72,7 +69,7 @@ def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
 def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_stays():
     """`moved` is d for a digit translated with the canvas, 0 for one drawn in place, and None
     when the moved rendering has no ink (a baseline whose digit vanished)."""
-    import shift_consistency as sc
+    from scripts.experiments import shift_consistency as sc
     base = -torch.ones(3, 3, 32, 32)
     base[:, 1, 4:12, 5:9] = 1        # a green bar in the upper-left
     follows = torch.roll(base, shifts=(6, 6), dims=(2, 3))
@@ -96,7 +93,7 @@ def write_zip(path, images, labels):
     return str(path)
 
 def test_ddpm_training_resumes_where_its_checkpoint_left(tmp_path):
-    import ddpm_train
+    from scripts.experiments import ddpm_train
     rnd = np.random.RandomState(0)
     images = np.zeros([8, 16, 16, 3], dtype=np.uint8)
     images[:, 2:7, 2:7] = rnd.randint(100, 255, size=[8, 1, 1, 3])
@@ -115,7 +112,7 @@ def test_ddpm_training_resumes_where_its_checkpoint_left(tmp_path):
     assert other.exit_code != 0 and 'other options' in other.output
 
 def test_centre_of_mass_finds_the_digit_quadrant():
-    import ddpm_reconstruct as rec
+    from scripts.experiments import ddpm_reconstruct as rec
     x = -torch.ones(3, 3, 32, 32)
     x[0, 1, 20:28, 4:10] = 1        # bottom-left
     x[1, 0, 3:9, 4:10] = 0.8        # upper-left
@@ -126,6 +123,15 @@ def test_centre_of_mass_finds_the_digit_quadrant():
     tinted = x.clone()
     tinted[tinted == -1] = -0.2            # a grey background: still the digit's centre
     assert torch.allclose(rec.centre_of_mass(tinted)[:2], com[:2], atol=1e-4)
+
+def test_missing_mnist_files_are_named_in_one_sentence(tmp_path):
+    """Every experiment reads MNIST through digits.load_mnist: a folder without the files says
+    which of MNIST's standard files it lacks and how to point at them."""
+    with pytest.raises(SystemExit, match=r'lacks train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz: MNIST\'s standard train files'):
+        dm.load_mnist(str(tmp_path), split='train')
+    (tmp_path / 't10k-images-idx3-ubyte.gz').write_bytes(b'')
+    with pytest.raises(SystemExit, match='lacks t10k-labels-idx1-ubyte.gz: .* pass --mnist DIR'):
+        dm.load_mnist(str(tmp_path))
 
 def test_conditional_models_get_one_digit_class_per_seed():
     """Seed i asks a class-conditional G for digit i % 10 (ten seeds cover every digit once), the
@@ -147,13 +153,13 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     (a mode-collapsed generator) covers 1 class, has zero pixel spread and a larger Frechet
     distance to the data."""
     from conftest import MNIST_DIR
-    import digit_classifier as dc
-    import digit_diversity
-    clf = dc.load_classifier(device='cpu')
-    digits, labels = dc.load_mnist(MNIST_DIR)
+    from scripts.experiments import digit_classifier as dc
+    from scripts.experiments import digit_diversity
+    clf = dm.load_classifier(device='cpu')
+    digits, labels = dm.load_mnist(MNIST_DIR)
     rng = np.random.default_rng(0)
     to_float = lambda u8: torch.from_numpy(u8).float() / 127.5 - 1
-    ref = dc.features(clf, to_float(dc.place_digits(digits[9000:9200], 32, 'upper-left', 0.5, True, rng))).double().numpy()
+    ref = dm.features(clf, to_float(dc.place_digits(digits[9000:9200], 32, 'upper-left', 0.5, True, rng))).double().numpy()
     real = to_float(dc.place_digits(digits[9200:9400], 32, 'upper-left', 0.5, True, rng))
     collapsed = real[:1].repeat(200, 1, 1, 1)
     true = torch.from_numpy(np.asarray(labels[9200:9400])).long()
@@ -175,23 +181,38 @@ def test_diversity_instrument_tells_collapse_from_the_data():
     assert bad['frechet'] > 5 * good['frechet']
     assert len(good['histogram']) == 10 and sum(good['histogram']) == pytest.approx(1.0, abs=1e-3)
 
-def test_compare_upstream_reports_zero_difference_for_the_host_against_itself(tmp_path):
-    """The checker's plumbing, with the host standing in for the upstream checkout: identical
-    code and weights must give zero differences and a gradient for every parameter."""
-    import subprocess
-    out = tmp_path / 'cmp.json'
-    subprocess.run([sys.executable, os.path.join(SCRIPTS, 'compare_upstream.py'), '--upstream',
-                    os.path.join(ROOT, 'stylegan2_ada_vendor'), '--cmax', '16', '--json', str(out)], check=True)
-    result = json.load(open(out))
-    assert max(result[k] for k in ('image', 'logits', 'G_grads', 'D_grads', 'r1_grad')) == 0
-    assert result['missing_grads'] == []
-    bad = subprocess.run([sys.executable, os.path.join(SCRIPTS, 'compare_upstream.py'), '--upstream', str(tmp_path)],
-                         capture_output=True, text=True)
-    assert bad.returncode != 0 and 'is not a stylegan2-ada-pytorch checkout' in bad.stderr
+def test_compare_upstream_finds_a_changed_network_and_nothing_in_an_identical_one(tmp_path):
+    """The checker against two stand-in checkouts: a copy of the host gives zero differences and
+    a gradient for every parameter; the copy with one changed line (the epsilon of G's latent
+    normalisation) shows up in the image and G's gradients, and not in D's R1 gradient on reals,
+    which G does not touch; a folder without training/networks.py is refused in one sentence."""
+    def checkout(name, edit=None):
+        root = tmp_path / name
+        for part in ('dnnlib', 'torch_utils', 'training'):
+            shutil.copytree(os.path.join(HOST, part), root / part, ignore=shutil.ignore_patterns('__pycache__'))
+        if edit is not None:
+            path = root / 'training' / 'networks.py'
+            text = path.read_text()
+            assert edit[0] in text
+            path.write_text(text.replace(edit[0], edit[1], 1))
+        return str(root)
+    def compare(upstream):
+        out = tmp_path / 'cmp.json'
+        run = subprocess.run([sys.executable, '-m', 'scripts.tools.compare_upstream', '--upstream', upstream, '--cmax', '16',
+                              '--json', str(out)], cwd=ROOT, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+        assert run.returncode == 0, run.stderr
+        return json.load(open(out))
+    same = compare(checkout('same'))
+    assert max(same[k] for k in ('image', 'logits', 'G_grads', 'D_grads', 'r1_grad')) == 0 and same['missing_grads'] == []
+    changed = compare(checkout('changed', ('def normalize_2nd_moment(x, dim=1, eps=1e-8):', 'def normalize_2nd_moment(x, dim=1, eps=10.0):')))
+    assert changed['image'] > 1e-3 and changed['G_grads'] > 1e-3 and changed['r1_grad'] == 0
+    bad = subprocess.run([sys.executable, '-m', 'scripts.tools.compare_upstream', '--upstream', str(tmp_path / 'same' / 'training')],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode != 0 and 'is not a stylegan2-ada-pytorch checkout' in bad.stderr and 'Traceback' not in bad.stderr
 
 def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, monkeypatch):
     """--kimg picks one common training length for every model; a missing length says so."""
-    import collect_digit_models as cdm
+    from scripts.experiments import collect_digit_models as cdm
     run_dir = tmp_path / 'runs' / 'mspe' / '00000-x'
     run_dir.mkdir(parents=True)
     (run_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={})))
@@ -229,7 +250,7 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     cdm.main([], runs_dir=str(lr_dir.parent.parent))
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['mspe']['glr'] == 0.01 and record['models']['mspe']['dlr'] == 0.01
-    assert 'LR=0.01 KIMG=48 bash scripts/train_digits.sh' in record['command'] and 'RUNS=' in record['command']
+    assert 'LR=0.01 KIMG=48 bash scripts/experiments/train_digits.sh' in record['command'] and 'RUNS=' in record['command']
     assert '--glr=0.01 --dlr=0.01' in record['settings'] and 'COND=1' not in record['command']
     # Our flags against mode collapse (train_digits.sh's EXTRA) come back from training_options.json.
     ce_dir = tmp_path / 'ce' / 'baseline' / '00000-z'
@@ -244,12 +265,12 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     cdm.main([], runs_dir=str(ce_dir.parent.parent))
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['baseline']['extra_flags'] == '--label-ce=10 --dmap=1 --dmap-lr=1'
-    assert 'COND=1 KIMG=8 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/train_digits.sh' in record['command']
+    assert 'COND=1 KIMG=8 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/experiments/train_digits.sh' in record['command']
     assert '--cond=1 --label-ce=10 --dmap=1 --dmap-lr=1' in record['settings']
 
 def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
     """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples."""
-    import digit_diversity
+    from scripts.experiments import digit_diversity
     run = tmp_path / 'run'
     run.mkdir()
     for kimg in (0, 4, 8, 12, 16, 100):
@@ -267,7 +288,7 @@ def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
 def test_style_spread_falls_when_the_styles_stop_depending_on_the_latent(pe):
     """At initialisation the latent moves every conv style; a G whose style biases dwarf the
     latent's part (what the collapsed digit models learned) scores near zero."""
-    import digit_diversity
+    from scripts.experiments import digit_diversity
     G = tiny_G(pe)
     ws = dm.latents(G, 64, seed=0)
     fresh = digit_diversity.style_spread(G, ws)
@@ -283,7 +304,7 @@ def test_style_spread_falls_when_the_styles_stop_depending_on_the_latent(pe):
 def test_d_label_preference_tells_a_label_aware_discriminator_from_one_that_ignores_labels(tmp_path):
     """1.0 for a D that scores the true label highest, 0 for one that prefers any other label, and
     a clear message for data without labels."""
-    import digit_diversity
+    from scripts.experiments import digit_diversity
     labels = np.arange(40) % 10
     images = np.repeat((labels * 20 + 10).astype(np.uint8)[:, None, None, None], 3, axis=3) * np.ones([1, 8, 8, 3], np.uint8)
     data = write_zip(tmp_path / 'coded.zip', images, labels)
@@ -302,94 +323,3 @@ def test_d_label_preference_tells_a_label_aware_discriminator_from_one_that_igno
         zf.writestr('00000/img00000000.png', zipfile.ZipFile(data).read('00000/img00000000.png'))
     with pytest.raises(SystemExit, match='has no labels'):
         digit_diversity.d_label_preference(Reader(1), str(tmp_path / 'plain.zip'), 1)
-
-def test_run_stats_reads_the_balance_of_g_and_d_tick_by_tick(tmp_path, capsys):
-    """run_stats.py gives D's verdicts per tick from stats.jsonl, skips a torn last line, and
-    refuses a folder without statistics in one sentence."""
-    import run_stats
-    run = tmp_path / 'run'
-    run.mkdir()
-    lines = []
-    for tick, (real, fake) in enumerate([(-1.0, -1.0), (0.4, -0.58), (0.79, -0.933)]):
-        lines.append(json.dumps({'Progress/kimg': dict(num=1, mean=4.0 * tick), 'Progress/tick': dict(num=1, mean=tick),
-                                 'Loss/signs/real': dict(num=64, mean=real), 'Loss/signs/fake': dict(num=64, mean=fake),
-                                 'Loss/G/loss': dict(num=64, mean=1.5 + tick), 'Progress/augment': dict(num=1, mean=0.0),
-                                 'Loss/r1_penalty': dict(num=0, mean=0.0)}))
-    (run / 'stats.jsonl').write_text('\n'.join(lines) + '\n{"Progress/kimg": {"num"')
-    out = tmp_path / 'balance.json'
-    run_stats.main([str(run), '--every=2', '--json', str(out)])
-    ticks = json.load(open(out))['runs'][str(run)]
-    assert [t['kimg'] for t in ticks] == [0.0, 4.0, 8.0]
-    assert ticks[-1]['fake_sign'] == -0.933 and ticks[-1]['real_sign'] == 0.79 and ticks[1]['G_loss'] == 2.5
-    assert ticks[0]['r1_penalty'] is None and ticks[0]['D_loss'] is None    # not measured that tick / never
-    printed = capsys.readouterr()
-    assert '-0.933' in printed.out and '-0.580' not in printed.out    # --every=2 keeps ticks 0 and 2 (the last)
-    assert 'line 4 is not JSON' in printed.err
-    with pytest.raises(SystemExit, match='has no stats.jsonl'):
-        run_stats.main([str(tmp_path)])
-
-def test_results_md_balance_table_takes_the_first_tick_past_each_multiple(monkeypatch):
-    """The 'Who wins' table keeps the first tick, the first past every 20 kimg, and the last."""
-    import results_md
-    ticks = [dict(kimg=k + 0.032, real_sign=0.1 * i, fake_sign=-0.1 * i, G_loss=1.0, D_loss=None)
-             for i, k in enumerate(range(0, 48, 4))]
-    monkeypatch.setattr(results_md, 'load', lambda name: dict(command='python scripts/run_stats.py r', runs={'r/': ticks}))
-    text = results_md.balance_section()
-    kimgs = [line.split(' | ')[1] for line in text.split('\n') if line.startswith('| `r`')]
-    assert kimgs == ['0.0', '20.0', '40.0', '44.0']
-    assert '| `r` | 20.0 | 0.500 | -0.500 | 1.000 | - |' in text
-
-def test_gd_chase_flips_d_verdict_both_ways_with_the_runs_optimisers(tmp_path):
-    """gd_chase.py: G trained against a frozen D turns D's verdict on fixed fakes to 'real', D
-    trained against that G turns it back; the run's Adam settings are scaled for lazy
-    regularisation, its saved moments are used, and a G_ema-only pickle is refused."""
-    import gd_chase
-    from training.networks import Discriminator
-    rnd = np.random.RandomState(0)
-    images = np.zeros([16, 16, 16, 3], dtype=np.uint8)
-    for img in images:
-        y, x = rnd.randint(0, 8, size=2)
-        img[y:y + 5, x:x + 5] = rnd.randint(100, 255, size=3)
-    data = write_zip(tmp_path / 'blocks.zip', images, range(16))
-    run = tmp_path / 'run'
-    run.mkdir()
-    (run / 'training_options.json').write_text(json.dumps(dict(
-        batch_size=8, G_opt_kwargs=dict(lr=0.005, betas=[0, 0.99]), D_opt_kwargs=dict(lr=0.005, betas=[0, 0.99]),
-        loss_kwargs=dict(r1_gamma=0.1))))
-    torch.manual_seed(0)
-    G = tiny_G('mspe', resolution=16).train()
-    D = Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16)
-    snapshot = run / 'network-snapshot-000004.pkl'
-    with open(snapshot, 'wb') as f:
-        pickle.dump(dict(G=G, D=D, G_ema=G, training_set_kwargs=dict(path=data)), f)
-    result = gd_chase.chase(str(snapshot), cycles=2, max_steps=60)
-    assert result['glr'] == pytest.approx(0.005 * 4 / 5) and result['dlr'] == pytest.approx(0.005 * 16 / 17)
-    assert result['batch'] == 8 and result['saved_moments'] is False
-    assert [p['who'] for p in result['phases']] == ['G', 'D', 'G', 'D']
-    for p in result['phases']:
-        assert p['flipped'], p
-        assert (p['fake_sign_end'] > 0) if p['who'] == 'G' else (p['fake_sign_end'] < 0)
-        assert p['kimg'] == pytest.approx(p['steps'] * 8 / 1000)
-    assert any(p['steps'] > 0 for p in result['phases'])
-    # With the Adam moments saved beside the snapshot, the probe starts from them.
-    moments = dict(G=torch.optim.Adam(G.parameters()).state_dict(), D=torch.optim.Adam(D.parameters()).state_dict())
-    with open(run / 'training-state-000004.pkl', 'wb') as f:
-        pickle.dump(dict(cur_nimg=4000, optimizers=moments), f)
-    assert gd_chase.chase(str(snapshot), cycles=1, max_steps=60)['saved_moments'] is True
-    with open(tmp_path / 'ema.pkl', 'wb') as f:
-        pickle.dump(dict(G_ema=G), f)
-    with pytest.raises(SystemExit, match='holds no G and D'):
-        gd_chase.chase(str(tmp_path / 'ema.pkl'))
-
-def test_results_md_chase_table_names_each_snapshot_once(monkeypatch):
-    """The 'How far apart' table: one row per phase, the snapshot named on its first row, '-' for
-    the image change of D phases."""
-    import results_md
-    phases = [dict(who='G', steps=19, kimg=0.608, flipped=True, fake_sign_start=-1.0, fake_sign_end=0.922, image_change=0.115),
-              dict(who='D', steps=1, kimg=0.032, flipped=True, fake_sign_start=0.922, fake_sign_end=-1.0)]
-    monkeypatch.setattr(results_md, 'load', lambda name: dict(command='python scripts/gd_chase.py s.pkl',
-                                                              runs=[dict(snapshot='s.pkl', batch=32, phases=phases)]))
-    text = results_md.chase_section()
-    assert '| `s.pkl` | G | 19 | 0.61 | yes | -1.000 | +0.922 | 0.115 |' in text
-    assert '|  | D | 1 | 0.03 | yes | +0.922 | -1.000 | - |' in text
-    assert 'minibatches of 32 images' in text

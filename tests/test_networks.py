@@ -127,39 +127,6 @@ def test_minibatch_std_rejects_indivisible_batch_in_one_sentence():
     with pytest.raises(ValueError, match='not divisible by the group size'):
         D(torch.randn([6, 3, 16, 16]), None)
 
-def test_packing_discriminator_judges_consecutive_images_together():
-    torch.manual_seed(0)
-    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, pack=2,
-                               epilogue_kwargs=dict(mbstd_num_channels=0))    # (minibatch std would couple the packs)
-    assert D.b16.fromrgb.weight.shape[1] == 6                   # two RGB images side by side in the channels
-    img = torch.randn([8, 3, 16, 16])
-    logits = D(img, None)
-    assert logits.shape == (4, 1)
-    # Pack i is images 2i and 2i+1: changing image 3 moves pack 1's verdict and no other.
-    moved = img.clone(); moved[3] += 1
-    changed = (D(moved, None) - logits).abs().flatten() > 1e-6
-    assert changed.tolist() == [False, True, False, False]
-    # The verdict is on the pair: the same image with another partner gets another verdict.
-    swapped = img[[0, 2, 1, 3, 4, 5, 6, 7]]
-    assert not torch.allclose(D(swapped, None)[:2], logits[:2])
-    with pytest.raises(ValueError, match='packs of 2 images; got a batch of 7'):
-        D(img[:7], None)
-
-def test_r1_of_a_packing_discriminator_is_per_image_and_its_mean_matches_the_unpacked_formula():
-    from training.loss import StyleGAN2Loss
-    from torch_utils import training_stats
-    torch.manual_seed(0)
-    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, channel_base=256, channel_max=16, pack=2)
-    real = torch.randn([4, 3, 16, 16])
-    loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=None, G_synthesis=None, D=D, r1_gamma=2)
-    collector = training_stats.Collector(regex='Loss/r1_penalty')
-    loss.accumulate_gradients('Dreg', real_img=real, real_c=torch.zeros([4, 0]), gen_z=None, gen_c=None, sync=True, gain=1)
-    collector.update()
-    x = real.clone().requires_grad_(True)
-    grads, = torch.autograd.grad(D(x, None).sum(), x)
-    assert collector.num('Loss/r1_penalty') == 4                     # one term per image, not per pack
-    assert collector.mean('Loss/r1_penalty') == pytest.approx(float(grads.square().sum([1, 2, 3]).mean()), rel=1e-4)
-
 def test_conditional_discriminator_scores_every_label_at_once():
     torch.manual_seed(0)
     D = tiny_D(16, c_dim=5)

@@ -323,23 +323,48 @@ def test_shipped_patches_parse_and_touch_only_the_three_host_scripts():
         # The hook adds calls into the plugin; it never defines plugin code inside the host.
         assert not any(line.lstrip().startswith(('def ', 'class ')) for line in added)
 
+def old_side_lines(file_patch):
+    """The script a shipped diff was made against, as far as the diff shows it: each hunk's old
+    side at its line, filler lines between (no upstream code needed)."""
+    filler = 0
+    old_lines = []
+    for hunk in file_patch.hunks:
+        while len(old_lines) < hunk.old_start - 1:
+            old_lines.append(f'# filler {filler}')
+            filler += 1
+        old_lines += hunk.side(new=False)
+    return old_lines
+
 def test_shipped_patches_apply_to_their_own_old_side_and_revert(tmp_path):
     """Rebuild each script's hunk regions (old side) from the diff alone and check the shipped
     hunks apply and revert there, without needing upstream's code."""
     for fp in patch.load_patches(patch.default_patch_dir()):
-        filler = 0
-        old_lines = []
-        for hunk in fp.hunks:
-            while len(old_lines) < hunk.old_start - 1:
-                old_lines.append(f'# filler {filler}')
-                filler += 1
-            old_lines += hunk.side(new=False)
-        lines = [(text, '\n') for text in old_lines]
+        lines = [(text, '\n') for text in old_side_lines(fp)]
         patched, offsets = patch.apply_file_patch(lines, fp)
         assert offsets == [0] * len(fp.hunks)
         assert any('register.' in text for text, _ in patched)
         reverted, _ = patch.apply_file_patch(patched, fp, reverse=True)
         assert reverted == lines
+
+def test_a_non_editable_build_carries_the_patches_and_mspe_patch_finds_them(tmp_path):
+    """What `pip install .` puts into site-packages (setup.py's build) holds patches/ as
+    mspe_plugin/patches, and `mspe-patch --check` run from there, away from this repository,
+    reports that they apply."""
+    build = tmp_path / 'lib'
+    subprocess.run([sys.executable, 'setup.py', '-q', 'build_py', '--build-lib', str(build)], cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    shipped = sorted(os.listdir(build / 'mspe_plugin' / 'patches'))
+    assert shipped == sorted(os.listdir(os.path.join(ROOT, 'patches'))), shipped
+    checkout = tmp_path / 'stylegan2-ada-pytorch'
+    checkout.mkdir()
+    for fp in patch.load_patches(os.path.join(ROOT, 'patches')):
+        (checkout / fp.path).write_text(''.join(line + '\n' for line in old_side_lines(fp)))
+    env = dict(os.environ, PYTHONPATH=str(build))
+    run = subprocess.run([sys.executable, '-m', 'mspe_plugin.patch', str(checkout), '--check'], cwd=tmp_path,
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert all(f'{name}' in run.stdout for name in ('train.py', 'generate.py', 'projector.py'))
+    assert run.stdout.count('applies') == 3, run.stdout
 
 def test_lines_added_after_a_last_line_without_newline_stay_separate():
     file_patch = patch.parse_patch('--- a/g.py\n+++ b/g.py\n@@ -1,3 +1,4 @@\n a\n b\n c\n+d\n')[0]

@@ -1,4 +1,4 @@
-"""SeFa (scripts/sefa.py): closed-form directions of the style-modulation weights, and edits."""
+"""SeFa (scripts/tools/sefa.py): closed-form directions of the style-modulation weights, and edits."""
 import os
 import subprocess
 import sys
@@ -11,9 +11,10 @@ import torch
 from mspe_plugin import networks as pe_networks
 from training import networks as host_networks
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-import sefa  # noqa: E402
+from conftest import ROOT
+from scripts.tools import sefa
+
+SEFA = [sys.executable, '-m', 'scripts.tools.sefa']    # run from the repository root
 
 torch.set_num_threads(1)
 W_DIM = 16
@@ -91,16 +92,15 @@ def test_sefa_cli_writes_strips_for_seeds_and_projected_latent(tmp_path):
     np.savez(tmp_path / 'projected_w.npz', w=G.mapping(torch.randn([1, W_DIM]), None).numpy(),
              canvas_origin=np.array([1.5, -2.0]), canvas_size=np.array([16, 24]), canvas_zoom=np.float64(1.0), canvas_wrap=np.bool_(False))
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    script = os.path.join(ROOT, 'scripts', 'sefa.py')
-    result = subprocess.run([sys.executable, script, '--network', str(pkl), '--seeds', '0-1', '--k', '3',
-                             '--strengths', '-2,0,2', '--outdir', str(tmp_path / 'seeds')], capture_output=True, text=True, env=env)
+    result = subprocess.run(SEFA + ['--network', str(pkl), '--seeds', '0-1', '--k', '3',
+                             '--strengths', '-2,0,2', '--outdir', str(tmp_path / 'seeds')], capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     import PIL.Image
     strip = PIL.Image.open(tmp_path / 'seeds' / 'sefa-seed0000.png')
     assert strip.size == (3 * 16, 3 * 16)
     assert np.load(tmp_path / 'seeds' / 'directions.npz')['directions'].shape == (3, W_DIM)
-    result = subprocess.run([sys.executable, script, '--network', str(pkl), '--projected-w', str(tmp_path / 'projected_w.npz'),
-                             '--k', '2', '--strengths', '-1,1', '--outdir', str(tmp_path / 'proj')], capture_output=True, text=True, env=env)
+    result = subprocess.run(SEFA + ['--network', str(pkl), '--projected-w', str(tmp_path / 'projected_w.npz'),
+                             '--k', '2', '--strengths', '-1,1', '--outdir', str(tmp_path / 'proj')], capture_output=True, text=True, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     assert PIL.Image.open(tmp_path / 'proj' / 'sefa-projected.png').size == (2 * 24, 2 * 16)   # on the saved canvas
 
@@ -109,10 +109,9 @@ def test_sefa_cli_refuses_bad_layers_and_missing_network(tmp_path):
     with open(pkl, 'wb') as f:
         pickle.dump(dict(G_ema=make_G()), f)
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    script = os.path.join(ROOT, 'scripts', 'sefa.py')
     for args, words in [(['--network', str(tmp_path / 'missing.pkl')], 'does not exist'),
                         (['--network', str(pkl), '--layers', '2-99'], 'Layer indices must lie in')]:
-        result = subprocess.run([sys.executable, script, *args, '--outdir', str(tmp_path / 'out')], capture_output=True, text=True, env=env)
+        result = subprocess.run(SEFA + [*args, '--outdir', str(tmp_path / 'out')], capture_output=True, text=True, env=env, cwd=ROOT)
         assert result.returncode != 0 and 'Traceback' not in result.stderr
         assert words in result.stderr.strip().splitlines()[-1]
     assert not (tmp_path / 'out').exists()
@@ -127,15 +126,14 @@ def test_sefa_cli_edits_the_asked_class_of_a_conditional_network(tmp_path):
     with open(pkl, 'wb') as f:
         pickle.dump(dict(G_ema=G), f)
     env = dict(os.environ, OMP_NUM_THREADS='1')
-    script = os.path.join(ROOT, 'scripts', 'sefa.py')
-    common = [sys.executable, script, '--network', str(pkl), '--seeds', '0', '--k', '2', '--strengths', '-1,1']
-    missing = subprocess.run(common + ['--outdir', str(tmp_path / 'none')], capture_output=True, text=True, env=env)
+    common = SEFA + ['--network', str(pkl), '--seeds', '0', '--k', '2', '--strengths', '-1,1']
+    missing = subprocess.run(common + ['--outdir', str(tmp_path / 'none')], capture_output=True, text=True, env=env, cwd=ROOT)
     assert missing.returncode != 0 and 'Traceback' not in missing.stderr
     assert 'pass --class=N' in missing.stderr.strip().splitlines()[-1]
     import PIL.Image
     strips = []
     for cls in (0, 2):
-        result = subprocess.run(common + ['--class', str(cls), '--outdir', str(tmp_path / f'c{cls}')], capture_output=True, text=True, env=env)
+        result = subprocess.run(common + ['--class', str(cls), '--outdir', str(tmp_path / f'c{cls}')], capture_output=True, text=True, env=env, cwd=ROOT)
         assert result.returncode == 0, result.stderr
         strips.append(np.asarray(PIL.Image.open(tmp_path / f'c{cls}' / 'sefa-seed0000.png')))
     assert strips[0].shape == strips[1].shape and not np.array_equal(strips[0], strips[1])

@@ -1,5 +1,6 @@
 """Training on CPU: tiny runs of train.py that write loadable snapshots, survive SIGKILL, train in
-two gloo processes, stop cleanly on NaN, adapt ADA's p; the loss terms; train.py's bad flags."""
+two gloo processes, stop cleanly on NaN, adapt ADA's p; the loss terms (upstream's and the label
+cross-entropy recipe); train.py's bad flags."""
 
 import io
 import json
@@ -20,6 +21,7 @@ import torch
 from click.testing import CliRunner
 
 from conftest import HOST
+from training.loss import StyleGAN2Loss
 
 TRAIN = os.path.join(HOST, 'train.py')
 TINY = ['--cfg=cpu', '--metrics=none', '--batch=16', '--tick=0.032', '--snap=1', '--workers=0']
@@ -167,13 +169,39 @@ def test_two_gloo_processes_train_and_write_one_consistent_snapshot(digits_zip, 
     assert data['progress']['cur_nimg'] >= 100
     assert_generates(data['G_ema'])
 
-def test_nan_loss_stops_run_with_clear_message_and_keeps_last_good_snapshot(digits_zip, tmp_path):
-    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=1', '--aug=noaug', env={'MSPE_TEST_INJECT_NAN': '0.05'})
-    assert result.returncode != 0
-    message = assert_one_sentence_error(result.stdout + result.stderr)    # dnnlib's Logger sends stderr to stdout
-    assert 'diverged' in message and 'Loss/G/loss' in message, message
-    run_dir = only_run_dir(tmp_path)
-    snaps = snapshots(run_dir)
+class NaNAfterLoss(StyleGAN2Loss):
+    """StyleGAN2Loss that fills one weight of G's mapping with NaN once `nan_kimg` thousand real
+    images have passed through Dmain: a run that diverges mid-training (chosen by class_name)."""
+    def __init__(self, nan_kimg, **kwargs):
+        super().__init__(**kwargs)
+        self.nan_nimg = nan_kimg * 1000
+        self.seen = 0
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+        super().accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)
+        if phase in ('Dmain', 'Dboth'):
+            self.seen += real_img.shape[0]
+            if self.seen >= self.nan_nimg:
+                with torch.no_grad():
+                    next(self.G_mapping.parameters()).fill_(float('nan'))
+
+def test_nan_loss_stops_run_with_clear_message_and_keeps_last_good_snapshot(train_module, digits_zip, tmp_path, one_thread, monkeypatch):
+    from torch_utils import training_stats
+    from training import training_loop
+    # The run's NaN statistics go to running sums of their own: in this process they would
+    # otherwise stay in training_stats' sums and poison every later in-process run's statistics.
+    monkeypatch.setattr(training_stats, '_counters', dict())
+    args, _desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,
+        cond=False, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=1, batch=16, aug='noaug', p=None, target=None,
+        augpipe=None, resume=None, freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=0.032)
+    args.loss_kwargs.class_name = 'test_train.NaNAfterLoss'
+    args.loss_kwargs.nan_kimg = 0.05
+    args.run_dir = str(tmp_path)
+    with pytest.raises(training_loop.TrainingStopped) as stopped:
+        training_loop.training_loop(rank=0, device=torch.device('cpu'), **args)
+    message = str(stopped.value)
+    assert 'diverged' in message and 'Loss/G/loss' in message and '\n' not in message.strip(), message
+    snaps = snapshots(str(tmp_path))
     data = load_snapshot(snaps[-1])
     assert data['progress']['cur_nimg'] <= 50    # nothing written after the NaN appeared
     for name in ['G', 'D', 'G_ema']:
@@ -285,112 +313,10 @@ def test_style_mixing_takes_later_layers_from_a_second_latent():
     assert 1 <= cutoff < G.num_ws
     assert same[:cutoff].all() and not same[cutoff:].any()
 
-def test_shape_spread_ignores_colour_and_speckle_but_sees_shapes():
-    from training.loss import shape_spread
-    torch.manual_seed(0)
-    bar = -torch.ones([1, 1, 16, 16]); bar[..., 2:14, 6:10] = 1          # a vertical bar
-    ring = -torch.ones([1, 1, 16, 16]); ring[..., 2:14, 2:14] = 1; ring[..., 5:11, 5:11] = -1
-    colours = torch.rand([8, 3, 1, 1]) * 0.5 + 0.5
-    colours[:, 0] = 1                                                    # the max channel is the same
-    one_shape = ((bar + 1) * colours - 1)                                # one shape in 8 colours
-    two_shapes = torch.cat([((bar + 1) * colours[:4] - 1), ((ring + 1) * colours[4:] - 1)])[[0, 4, 1, 5, 2, 6, 3, 7]]
-    speckled = one_shape + 0.1 * torch.randn_like(one_shape)
-    assert float(shape_spread(one_shape)) == pytest.approx(0, abs=1e-6)
-    assert float(shape_spread(two_shapes)) > 0.3
-    assert float(shape_spread(speckled)) < float(shape_spread(two_shapes)) / 10    # mostly pooled away
-
-def test_diversity_floor_pushes_a_collapsed_generator_apart_and_stops_at_the_reals_spread():
-    from torch_utils import training_stats
-    from training.loss import StyleGAN2Loss, shape_spread
-    from training.networks import Generator
-    torch.manual_seed(0)
-    G = Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3,
-                  mapping_kwargs=dict(num_layers=1), synthesis_kwargs=dict(channel_base=128, channel_max=8))
-    with torch.no_grad():    # nearly collapse G: styles barely depend on w, so every latent draws about one image
-        for name, module in G.named_modules():
-            if name.endswith('affine'):
-                module.weight.mul_(0.01)
-    D = _LinearD([3, 16, 16])
-    z, c = torch.randn([8, 8]), torch.zeros([8, 0])
-    def loss_grad(weight, reals):
-        G.zero_grad(set_to_none=True)
-        torch.manual_seed(1)    # the same noise inputs in every call
-        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
-                             style_mixing_prob=0, div_weight=weight)
-        collector = training_stats.Collector(regex='Loss/G/.*')
-        loss.accumulate_gradients('Gmain', real_img=reals, real_c=c, gen_z=z, gen_c=c, sync=True, gain=1)
-        collector.update()
-        return [p.grad.clone() for p in G.parameters() if p.grad is not None], collector
-    diverse = torch.rand([8, 3, 16, 16]) * 2 - 1
-    base, _ = loss_grad(0, diverse)
-    with_div, stats = loss_grad(10, diverse)
-    assert stats.mean('Loss/G/spread_real') > stats.mean('Loss/G/spread_fake')
-    assert stats.mean('Loss/G/div') == pytest.approx(10 * (stats.mean('Loss/G/spread_real') - stats.mean('Loss/G/spread_fake')), rel=1e-4)
-    assert any(not torch.allclose(a, b) for a, b in zip(base, with_div))
-    # One step along the floor's own gradient spreads G's shapes.
-    with torch.no_grad():
-        before = float(shape_spread(G(z, c)))
-        for p, a, b in zip([p for p in G.parameters() if p.grad is not None], base, with_div):
-            p -= 1e-2 * (b - a) / (b - a).abs().max().clamp(min=1e-12)
-        assert float(shape_spread(G(z, c))) > before
-    # Reals that spread less than the fakes: the hinge is off, the gradient is upstream's.
-    flat = -torch.ones([8, 3, 16, 16])
-    base, _ = loss_grad(0, flat)
-    with_div, stats = loss_grad(10, flat)
-    assert stats.mean('Loss/G/div') == 0
-    assert all(torch.allclose(a, b) for a, b in zip(base, with_div))
-
-def test_wrong_labels_are_one_hot_and_never_the_right_class():
-    from training.loss import wrong_labels
-    torch.manual_seed(0)
-    c = torch.nn.functional.one_hot(torch.arange(1000) % 10, 10).float()
-    wrong = wrong_labels(c)
-    assert wrong.shape == c.shape and (wrong.sum(1) == 1).all() and set(wrong.unique().tolist()) == {0.0, 1.0}
-    assert not (wrong.argmax(1) == c.argmax(1)).any()
-    shift = (wrong.argmax(1) - c.argmax(1)) % 10
-    assert set(shift.tolist()) == set(range(1, 10))                      # every other class occurs
-
-class _LabelD(torch.nn.Module):
-    """Logit = <w_c, mean colour>: a D whose verdict depends on the label."""
-    def __init__(self):
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.randn([4, 3]))
-    def forward(self, img, c):
-        return (c @ self.w * img.mean([2, 3])).sum(1, keepdim=True)
-
-def test_mismatch_term_scores_reals_with_wrong_labels_as_fakes():
-    from torch_utils import training_stats
-    from training.loss import StyleGAN2Loss
-    torch.manual_seed(0)
-    D = _LabelD()
-    real = torch.randn([6, 3, 4, 4])
-    c = torch.nn.functional.one_hot(torch.arange(6) % 4, 4).float()
-    def grad(weight, seed=1):
-        D.zero_grad(set_to_none=True)
-        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=None, G_synthesis=None, D=D, r1_gamma=0,
-                             mismatch_weight=weight)
-        loss.run_G = lambda z, c, sync: (torch.zeros([6, 3, 4, 4]), None)     # fakes of mean 0: no gradient
-        collector = training_stats.Collector(regex='Loss/.*')
-        torch.manual_seed(seed)
-        loss.accumulate_gradients('Dmain', real_img=real, real_c=c, gen_z=torch.zeros([6, 1]), gen_c=c, sync=True, gain=1)
-        collector.update()
-        return D.w.grad.clone(), collector
-    plain, stats = grad(0)
-    assert stats.num('Loss/scores/mismatch') == 0
-    mixed, stats = grad(2)
-    assert stats.num('Loss/scores/mismatch') == 6
-    # The extra gradient is exactly that of 2 * softplus(D(real, wrong label)), the wrong labels drawn as the loss draws them.
-    from training.loss import wrong_labels
-    torch.manual_seed(1)
-    wrong = wrong_labels(c)
-    w = D.w.detach().clone().requires_grad_(True)
-    extra = (2 * torch.nn.functional.softplus((wrong @ w * real.mean([2, 3])).sum(1))).mean()
-    expected, = torch.autograd.grad(extra, w)
-    assert torch.allclose(mixed - plain, expected, atol=1e-6)
-
 def test_label_ce_trains_d_to_rank_the_true_label_first_and_g_to_draw_the_label_asked():
     from torch_utils import training_stats
     from training.loss import StyleGAN2Loss
+    from training.loss_labelce import LabelCELoss
     from training.networks import Discriminator, Generator
     torch.manual_seed(0)
     G = Generator(z_dim=8, c_dim=4, w_dim=8, img_resolution=16, img_channels=3,
@@ -401,8 +327,8 @@ def test_label_ce_trains_d_to_rank_the_true_label_first_and_g_to_draw_the_label_
     real = torch.randn([8, 3, 16, 16])
     def step(phase, weight, seed=1):
         G.zero_grad(set_to_none=True); D.zero_grad(set_to_none=True)
-        loss = StyleGAN2Loss(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=D,
-                             style_mixing_prob=0, r1_gamma=0, label_ce_weight=weight)
+        kwargs = dict(device=torch.device('cpu'), G_mapping=G.mapping, G_synthesis=G.synthesis, D=D, style_mixing_prob=0, r1_gamma=0)
+        loss = StyleGAN2Loss(**kwargs) if weight == 0 else LabelCELoss(**kwargs, label_ce_weight=weight)
         collector = training_stats.Collector(regex='Loss/.*')
         module = G if phase == 'Gmain' else D
         module.requires_grad_(True)
@@ -455,9 +381,6 @@ BAD_FLAGS = {
     'zero_glr':           (['--glr=0'], '--glr must be positive'),
     'no_mapping':         (['--map=0'], '--map must be at least 1'),
     'dmap_without_cond':  (['--dmap=2'], '--dmap sets the label mapping of a conditional discriminator'),
-    'negative_div':       (['--div=-1'], '--div must be non-negative'),
-    'pack_not_dividing':  (['--pack=3', '--batch=16'], '--pack=3 must divide the per-process batch (16)'),
-    'mismatch_without_cond': (['--mismatch=1'], '--mismatch shows D reals with wrong labels, so it needs --cond=1'),
     'label_ce_without_cond': (['--label-ce=1'], '--label-ce classifies images by their label, so it needs --cond=1'),
     'dmap_lr_without_cond': (['--dmap-lr=1'], "--dmap-lr sets the label mapping's learning rate of a conditional discriminator"),
 }
@@ -508,30 +431,6 @@ def test_glr_dlr_and_map_reach_the_optimizers_and_the_mapping_network(train_modu
     G = train_module.dnnlib.util.construct_class_by_name(**args.G_kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert G.mapping.num_layers == 8 and hasattr(G.mapping, 'fc7')
 
-def test_div_reaches_the_loss_and_zero_keeps_upstreams_objective(train_module, digits_zip):
-    common = dict(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip, cond=False, subset=None, mirror=False, cfg='cpu',
-                  gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None,
-                  fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, div=100)
-    assert '-div100' in desc and args.loss_kwargs.div_weight == 100
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, div=0)
-    assert '-div' not in desc and 'div_weight' not in args.loss_kwargs
-
-def test_pack_reaches_d_and_its_minibatch_std_group_and_refuses_labels(train_module, digits_zip, tmp_path):
-    common = dict(gpus=1, snap=1, metrics=[], seed=0, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=None,
-                  aug='noaug', p=None, target=None, augpipe=None, resume=None, freezed=None, fp32=False,
-                  nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, data=digits_zip, cond=False, pack=2, batch=8)
-    assert '-pack2' in desc and args.D_kwargs.pack == 2
-    assert args.D_kwargs.epilogue_kwargs.mbstd_group_size == 4      # 8 images are 4 packs: one group of 4
-    D = train_module.dnnlib.util.construct_class_by_name(**args.D_kwargs, c_dim=0, img_resolution=16, img_channels=3)
-    assert D(torch.randn([8, 3, 16, 16]), None).shape == (4, 1)
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, data=digits_zip, cond=False, batch=None, pack=1)
-    assert '-pack' not in desc and 'pack' not in args.D_kwargs
-    labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
-    with pytest.raises(train_module.click.ClickException, match='--pack needs an unconditional model'):
-        train_module.setup_training_loop_kwargs(**common, data=labelled, cond=True, batch=None, pack=2)
-
 def conditional_flags(tmp_path):
     """setup_training_loop_kwargs arguments of a conditional cpu run on a labelled digits zip."""
     labelled = make_digits_zip(tmp_path / 'labelled.zip', with_labels=True)
@@ -539,14 +438,29 @@ def conditional_flags(tmp_path):
                 gamma=None, kimg=None, batch=None, aug='noaug', p=None, target=None, augpipe=None, resume=None,
                 freezed=None, fp32=False, nhwc=False, allow_tf32=False, nobench=False, workers=0, tick=None)
 
-def test_mismatch_reaches_the_loss_of_a_conditional_run(train_module, tmp_path):
+def test_label_ce_selects_its_own_loss_class_and_upstreams_stays_the_default(train_module, tmp_path):
     common = conditional_flags(tmp_path)
-    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, mismatch=1, label_ce=2)
-    assert '-mismatch1' in desc and args.loss_kwargs.mismatch_weight == 1
+    args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, label_ce=2)
     assert '-labelce2' in desc and args.loss_kwargs.label_ce_weight == 2
+    assert args.loss_kwargs.class_name == 'training.loss_labelce.LabelCELoss'
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common)
-    assert 'mismatch' not in desc and 'mismatch_weight' not in args.loss_kwargs
     assert 'labelce' not in desc and 'label_ce_weight' not in args.loss_kwargs
+    assert args.loss_kwargs.class_name == 'training.loss.StyleGAN2Loss'
+
+def test_resume_run_moves_an_old_label_ce_run_to_its_loss_class_and_refuses_removed_terms(train_module, tmp_path):
+    """training_options.json of runs from before loss_labelce.py named label_ce_weight as a
+    StyleGAN2Loss argument; --resume-run continues them with LabelCELoss, and refuses in one
+    sentence a run that used a removed term."""
+    options = dict(loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=0.01, label_ce_weight=10,
+                                    div_weight=0, mismatch_weight=0), D_kwargs=dict(mapping_kwargs=dict(num_layers=1)), total_kimg=8)
+    (tmp_path / 'training_options.json').write_text(json.dumps(options))
+    args, snapshot, _kimg = train_module.setup_resume_run(str(tmp_path), None)
+    assert snapshot is None and args.loss_kwargs == dict(class_name='training.loss_labelce.LabelCELoss', r1_gamma=0.01, label_ce_weight=10)
+    options['D_kwargs']['pack'] = 2
+    options['loss_kwargs']['div_weight'] = 1
+    (tmp_path / 'training_options.json').write_text(json.dumps(options))
+    with pytest.raises(train_module.click.ClickException, match='trained with --div, --pack, which this version no longer has'):
+        train_module.setup_resume_run(str(tmp_path), None)
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     common = conditional_flags(tmp_path)

@@ -1,18 +1,14 @@
 """StyleGAN2's training objective: non-saturating logistic GAN loss with lazy R1 on reals and
 lazy path-length regularisation, with style mixing.
 
-Three optional terms are ours, not upstream's, all off by default (train.py --div, --mismatch,
---label-ce): a diversity floor on G, a matching-aware conditional D (reals with wrong labels are
-fakes), and an auxiliary classification through the projection D (cross-entropy of D's logits
-under every label; D on reals, G on its fakes). They were added to fight mode collapse of the
-narrow digit models (README, "Reproducing the paper on digits").
-
 The training loop calls `accumulate_gradients(phase, ...)` once per phase and minibatch round;
 the loss runs the networks, reports its statistics through `training_stats` and calls
 `backward()`. It never steps an optimizer. Phases:
   Gmain / Dmain   the adversarial terms (every step),
   Greg / Dreg     path-length / R1 regularisation (every G_reg_interval / D_reg_interval steps),
   Gboth / Dboth   both at once (when the regularisation is not lazy).
+Other objectives subclass StyleGAN2Loss in a module of their own and are chosen through
+`loss_kwargs.class_name` (e.g. training/loss_labelce.py).
 """
 
 import numpy as np
@@ -43,28 +39,6 @@ class Loss:
 
 #----------------------------------------------------------------------------
 
-def shape_spread(img, pool=4):
-    """How much the shapes of a batch differ: mean |s_i - s_j| over neighbouring pairs (i, i+1
-    mod N) of coarse shape maps s = avg_pool(max over channels), in [-1, 1] units. Taking the
-    channel max ignores the colour, so a G that draws one shape in many colours scores low;
-    pooling by `pool` ignores pixel-level texture and noise, so speckle cannot stand in for shape."""
-    shape = img.amax(dim=1, keepdim=True)
-    if pool > 1 and min(shape.shape[2:]) >= 2 * pool:
-        shape = F.avg_pool2d(shape, pool)
-    if shape.shape[0] < 2:
-        return shape.new_zeros([])
-    return (shape - shape.roll(1, dims=0)).abs().mean()
-
-def wrong_labels(c):
-    """One-hot labels [N, C] -> one-hot labels of another class, drawn uniformly among the other
-    C - 1 for every row."""
-    num_classes = c.shape[1]
-    assert num_classes >= 2, 'wrong labels need at least two classes'
-    shift = torch.randint(1, num_classes, [c.shape[0]], device=c.device)
-    return F.one_hot((c.argmax(dim=1) + shift) % num_classes, num_classes).to(c.dtype)
-
-#----------------------------------------------------------------------------
-
 class StyleGAN2Loss(Loss):
     """The StyleGAN2 / StyleGAN2-ADA objective."""
     def __init__(self,
@@ -78,9 +52,6 @@ class StyleGAN2Loss(Loss):
         pl_batch_shrink     = 2,    # Divide the batch by this for the path-length term.
         pl_decay            = 0.01, # Decay of the running mean of path lengths.
         pl_weight           = 2,    # Path-length regularisation weight, 0 = disable.
-        div_weight          = 0,    # Weight of the diversity floor (not in upstream; see shape_spread), 0 = disable.
-        mismatch_weight     = 0,    # Conditional D: weight of reals shown with a wrong label as fakes (not in upstream), 0 = disable.
-        label_ce_weight     = 0,    # Conditional D: weight of a cross-entropy over D's logits under every label (not in upstream), 0 = disable.
     ):
         super().__init__()
         self.device = device
@@ -93,9 +64,6 @@ class StyleGAN2Loss(Loss):
         self.pl_batch_shrink = pl_batch_shrink
         self.pl_decay = pl_decay
         self.pl_weight = pl_weight
-        self.div_weight = div_weight
-        self.mismatch_weight = mismatch_weight
-        self.label_ce_weight = label_ce_weight
         self.pl_mean = torch.zeros([], device=device)
 
     def run_G(self, z, c, sync):
@@ -128,19 +96,6 @@ class StyleGAN2Loss(Loss):
             logits = self.D(img, c)
         return logits
 
-    def run_D_labelled(self, img, c, sync):
-        """run_D, plus (with label_ce_weight) the cross-entropy of D's logits under every label
-        against c's class, per image. Returns (logits [N, 1], ce [N, 1] or None)."""
-        if self.label_ce_weight == 0:
-            return self.run_D(img, c, sync), None
-        if self.augment_pipe is not None:
-            img = self.augment_pipe(img)
-        with misc.ddp_sync(self.D, sync):
-            every = self.D(img, c, all_labels=True)                 # [N, C]: D(img, e_k) for every k
-        target = c.argmax(dim=1)
-        logits = every.gather(1, target[:, None])                   # = D(img, c) for one-hot c
-        return logits, F.cross_entropy(every, target, reduction='none')[:, None]
-
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
         assert phase in PHASES, f'Unknown phase {phase!r}'
         do_Gmain = phase in ('Gmain', 'Gboth')
@@ -151,26 +106,12 @@ class StyleGAN2Loss(Loss):
         # Gmain: make D call fakes real (non-saturating: softplus(-D(G(z)))).
         if do_Gmain:
             with torch.autograd.profiler.record_function('Gmain_forward'):
-                gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=(sync and not do_Gpl))
-                gen_logits, gen_ce = self.run_D_labelled(gen_img, gen_c, sync=False)
+                gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=(sync and not do_Gpl))    # Gpl syncs when it runs too.
+                gen_logits = self.run_D(gen_img, gen_c, sync=False)
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_Gmain = F.softplus(-gen_logits)
                 training_stats.report('Loss/G/loss', loss_Gmain)
-                if gen_ce is not None:
-                    # G draws what D takes for the asked label rather than for any other.
-                    training_stats.report('Loss/G/label_ce', gen_ce)
-                    loss_Gmain = loss_Gmain + gen_ce * self.label_ce_weight
-                if self.div_weight != 0:
-                    # Diversity floor: a hinge that only acts while the fakes' shapes spread less
-                    # than the reals' of this minibatch do (a collapsing G).
-                    gen_spread = shape_spread(gen_img)
-                    real_spread = shape_spread(real_img.detach())
-                    loss_Gdiv = F.relu(real_spread - gen_spread) * self.div_weight
-                    training_stats.report('Loss/G/spread_fake', gen_spread)
-                    training_stats.report('Loss/G/spread_real', real_spread)
-                    training_stats.report('Loss/G/div', loss_Gdiv)
-                    loss_Gmain = loss_Gmain + loss_Gdiv
             with torch.autograd.profiler.record_function('Gmain_backward'):
                 loss_Gmain.mean().mul(gain).backward()
 
@@ -198,7 +139,7 @@ class StyleGAN2Loss(Loss):
         if do_Dmain:
             with torch.autograd.profiler.record_function('Dgen_forward'):
                 gen_img, _gen_ws = self.run_G(gen_z, gen_c, sync=False)
-                gen_logits = self.run_D(gen_img.detach(), gen_c, sync=False)
+                gen_logits = self.run_D(gen_img.detach(), gen_c, sync=False)    # Synced by the reals' pass.
                 training_stats.report('Loss/scores/fake', gen_logits)
                 training_stats.report('Loss/signs/fake', gen_logits.sign())
                 loss_Dgen = F.softplus(gen_logits)
@@ -210,10 +151,7 @@ class StyleGAN2Loss(Loss):
             name = 'Dreal_Dr1' if do_Dmain and do_Dr1 else 'Dreal' if do_Dmain else 'Dr1'
             with torch.autograd.profiler.record_function(name + '_forward'):
                 real_img_tmp = real_img.detach().requires_grad_(do_Dr1)
-                if do_Dmain:
-                    real_logits, real_ce = self.run_D_labelled(real_img_tmp, real_c, sync=sync)
-                else:
-                    real_logits, real_ce = self.run_D(real_img_tmp, real_c, sync=sync), None
+                real_logits = self.run_D(real_img_tmp, real_c, sync=sync)
                 training_stats.report('Loss/scores/real', real_logits)
                 training_stats.report('Loss/signs/real', real_logits.sign())
 
@@ -221,18 +159,6 @@ class StyleGAN2Loss(Loss):
                 if do_Dmain:
                     loss_Dreal = F.softplus(-real_logits)
                     training_stats.report('Loss/D/loss', loss_Dgen + loss_Dreal)
-                    if real_ce is not None:
-                        # Auxiliary classification through the label projection: D must rank a
-                        # real digit's own label above every other one.
-                        training_stats.report('Loss/D/label_ce', real_ce)
-                        loss_Dreal = loss_Dreal + real_ce * self.label_ce_weight
-                    if self.mismatch_weight != 0:
-                        # Matching-aware D (Reed et al. 2016): a real digit with a wrong label is
-                        # fake, so D must tie each label to its digit before G has to follow it.
-                        wrong_logits = self.run_D(real_img.detach(), wrong_labels(real_c), sync=False)
-                        training_stats.report('Loss/scores/mismatch', wrong_logits)
-                        training_stats.report('Loss/signs/mismatch', wrong_logits.sign())
-                        loss_Dreal = loss_Dreal + F.softplus(wrong_logits) * self.mismatch_weight
 
                 loss_Dr1 = 0
                 if do_Dr1:
@@ -243,10 +169,6 @@ class StyleGAN2Loss(Loss):
                     training_stats.report('Loss/r1_penalty', r1_penalty)
                     training_stats.report('Loss/D/reg', loss_Dr1)
             with torch.autograd.profiler.record_function(name + '_backward'):
-                # Two means: a packing D (PacGAN) gives one logit per pack but one R1 term per image.
-                loss_Dtotal = (real_logits * 0 + loss_Dreal).mean()
-                if do_Dr1:
-                    loss_Dtotal = loss_Dtotal + loss_Dr1.mean()
-                loss_Dtotal.mul(gain).backward()
+                (real_logits * 0 + loss_Dreal + loss_Dr1).mean().mul(gain).backward()
 
 #----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
 def default_fused_modconv(x):
     """Whether modulated convolutions should run as one grouped convolution for input `x`.
 
-    Measured with scripts/bench_host.py: on CPU the non-fused path (modulate activations,
+    Measured with scripts/bench/bench_host.py: on CPU the non-fused path (modulate activations,
     shared-weight conv, demodulate activations) is faster, and on CUDA the grouped path is
     upstream's choice for inference. Callers may always force either path.
     """
@@ -712,17 +712,11 @@ class DiscriminatorEpilogue(torch.nn.Module):
 
 @persistence.persistent_class
 class Discriminator(torch.nn.Module):
-    """The StyleGAN2 discriminator: D(img, c) -> logits [N, 1].
-
-    With pack > 1 (PacGAN, Lin et al. 2018; not in upstream) D judges `pack` images at once:
-    consecutive images of the batch are stacked along the channels, so D(img, c) -> [N / pack, 1],
-    one verdict per pack, and D can see that the images of a pack are too alike (mode collapse).
-    """
+    """The StyleGAN2 discriminator: D(img, c) -> logits [N, 1]."""
     def __init__(self,
         c_dim,                          # Conditioning label (C) dimensionality.
         img_resolution,                 # Input resolution.
         img_channels,                   # Number of input color channels.
-        pack                = 1,        # PacGAN: images judged together (1 = upstream's D).
         architecture        = 'resnet', # Architecture: 'orig', 'skip', 'resnet'.
         channel_base        = 32768,    # Overall multiplier for the number of channels.
         channel_max         = 512,      # Maximum number of channels in any layer.
@@ -735,14 +729,11 @@ class Discriminator(torch.nn.Module):
     ):
         assert img_resolution >= 4 and img_resolution & (img_resolution - 1) == 0, \
             f'img_resolution must be a power of two >= 4, got {img_resolution}'
-        assert int(pack) == pack and pack >= 1, f'pack must be a positive integer, got {pack}'
-        assert pack == 1 or c_dim == 0, 'pack > 1 needs an unconditional D (c_dim = 0)'
         super().__init__()
         self.c_dim = c_dim
         self.img_resolution = img_resolution
         self.img_resolution_log2 = int(np.log2(img_resolution))
         self.img_channels = img_channels
-        self.pack = int(pack)
         self.block_resolutions = [2 ** i for i in range(self.img_resolution_log2, 2, -1)]
         channels_dict = {res: min(channel_base // res, channel_max) for res in self.block_resolutions + [4]}
         fp16_resolution = max(2 ** (self.img_resolution_log2 + 1 - num_fp16_res), 8)
@@ -752,7 +743,7 @@ class Discriminator(torch.nn.Module):
         if c_dim == 0:
             cmap_dim = 0
 
-        common_kwargs = dict(img_channels=img_channels * self.pack, architecture=architecture, conv_clamp=conv_clamp)
+        common_kwargs = dict(img_channels=img_channels, architecture=architecture, conv_clamp=conv_clamp)
         cur_layer_idx = 0
         for res in self.block_resolutions:
             in_channels = channels_dict[res] if res < img_resolution else 0
@@ -774,10 +765,6 @@ class Discriminator(torch.nn.Module):
         misc.assert_shape(img, [None, self.img_channels, self.img_resolution, self.img_resolution])
         if all_labels and self.c_dim == 0:
             raise ValueError('all_labels needs a conditional D (c_dim > 0).')
-        if self.pack > 1:
-            if img.shape[0] % self.pack != 0:
-                raise ValueError(f'this D judges packs of {self.pack} images; got a batch of {img.shape[0]}, not a multiple of {self.pack}.')
-            img = img.reshape(img.shape[0] // self.pack, self.pack * self.img_channels, *img.shape[2:])
         x = None
         for res in self.block_resolutions:
             block = getattr(self, f'b{res}')

@@ -15,9 +15,6 @@ from `resume_pkl` (train.py --resume-run); snapshots are written to a temporary 
 renamed, so a killed run never leaves a corrupt snapshot. A non-finite loss (checked once per
 tick) or a non-finite network (checked before every snapshot) stops the run with TrainingStopped;
 no snapshot of a diverged network is ever written.
-
-Test hook: the environment variable MSPE_TEST_INJECT_NAN=KIMG fills one generator weight with
-NaN once KIMG thousand images have been shown (used by tests/test_train.py to check the stop).
 """
 
 import copy
@@ -344,7 +341,6 @@ def training_loop(
     maintenance_time = tick_start_time - start_time
     if progress_fn is not None:
         progress_fn(cur_nimg // 1000, total_kimg)
-    inject_nan_nimg = _nan_injection_nimg()
     try:
         while True:
             # Fetch training data: reals once per step, fresh latents and labels per phase.
@@ -393,11 +389,6 @@ def training_loop(
             if ada is not None and batch_idx % ada_interval == 0:
                 ada_stats.update()
                 augment_pipe.p.copy_(torch.as_tensor(ada.update(ada_stats.mean('Loss/signs/real'))))
-
-            if inject_nan_nimg is not None and cur_nimg >= inject_nan_nimg:
-                with torch.no_grad():
-                    next(G.parameters()).fill_(float('nan'))
-                inject_nan_nimg = None
 
             # End of tick?
             done = (cur_nimg >= total_kimg * 1000)
@@ -499,11 +490,6 @@ def _render_grid(G_ema, grid_z, grid_c):
     """G_ema's images of the grid latents, float numpy [N, C, H, W] in about [-1, 1]."""
     with torch.no_grad():
         return torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
-
-def _nan_injection_nimg():
-    """The test hook MSPE_TEST_INJECT_NAN=KIMG as an image count, or None."""
-    value = os.environ.get('MSPE_TEST_INJECT_NAN')
-    return None if not value else float(value) * 1000
 
 def _restore_training_state(state_path, cur_nimg, optimizers, loss, rank):
     """Load optimizer moments (and the path-length mean) saved with the snapshot at `cur_nimg`."""

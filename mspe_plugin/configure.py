@@ -1,0 +1,49 @@
+"""Generator configuration for training: turn a host's generator kwargs (the EasyDict with
+`class_name` that train.py builds) into the plugin's MS-PE / SS-PE / baseline generator, and
+name the run after it.
+"""
+
+import click
+
+from mspe_plugin.options import PE_CHOICES
+
+GENERATOR_CLASS = 'mspe_plugin.networks.Generator'
+
+#----------------------------------------------------------------------------
+
+def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None):
+    """Turn the host's generator kwargs (EasyDict with class_name, synthesis_kwargs, ...) into
+    an MS-PE / SS-PE / baseline-with-canvas generator, in place. `pe=None` leaves them alone.
+    pe_margin / pe_padding: random training margins and the generator's padding (None: 0, 'zero')."""
+    if pe is None:
+        for flag, value in (('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding)):
+            if value is not None:
+                raise click.BadParameter(f'{flag} needs a positional encoding: add --pe=mspe (or --cfg=mspe).')
+        return G_kwargs
+    if pe not in PE_CHOICES:
+        raise click.BadParameter(f'--pe must be one of {", ".join(PE_CHOICES)}; got {pe!r}.')
+    G_kwargs['class_name'] = GENERATOR_CLASS
+    synthesis_kwargs = G_kwargs.setdefault('synthesis_kwargs', {})
+    synthesis_kwargs['pe'] = pe
+    synthesis_kwargs['pe_base'] = float(pe_base)
+    synthesis_kwargs['pe_resize'] = tuple(pe_resize) if pe_resize is not None else None
+    if pe_margin:
+        synthesis_kwargs['pe_margin'] = int(pe_margin)
+    if pe_padding not in (None, 'zero'):
+        synthesis_kwargs['pe_padding'] = pe_padding
+    return G_kwargs
+
+def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None):
+    """Suffix for the run folder name: '-mspe', '-mspe-rs0.5-2-m8-padnone', or '' for the plain host."""
+    if pe is None:
+        return ''
+    suffix = f'-{pe}'
+    if pe_resize is not None:
+        suffix += '-rs' + '-'.join(f'{v:g}' for v in pe_resize)
+    if pe_margin:
+        suffix += f'-m{pe_margin}'
+    if pe_padding not in (None, 'zero'):
+        suffix += f'-pad{pe_padding}'
+    return suffix
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""What MS-PE costs per training step: a G+D step with --pe=mspe against --pe=none and against
+the host's own generator, same widths, same batch, timed interleaved in one process.
+
+    python -m scripts.bench.bench_pe_overhead [--resolutions 32,64] [--batch 16] [--repeats 15] [--out results/bench/bench_pe_overhead.json]
+
+One step is what the training loop does in its main phases: G(z) -> D(fake) -> G loss backward,
+then D(real), D(fake.detach()) -> D loss backward (no regularisation, no optimizer, identical for
+all variants). The variants take turns step by step, so a load change on the machine hits all
+of them alike; each figure is the median over the repeats. Widths: train.py's `cpu` preset
+(channel_base 2048, channel_max 128, z/w 512, 2 mapping layers).
+"""
+
+import json
+import os
+import sys
+import time
+
+import click
+import torch
+import torch.nn.functional as F
+
+from scripts import ROOT
+from scripts.experiments.digits import pick_device
+import dnnlib  # noqa: E402  (the vendored host, on sys.path through `scripts`)
+from mspe_plugin import register  # noqa: E402
+from training import networks  # noqa: E402
+
+VARIANTS = ('host', 'none', 'mspe')
+
+def build(variant, res, device, channel_base=2048, channel_max=128):
+    """(G, D) of one variant: 'host' = training.networks.Generator; 'none' / 'mspe' through
+    the plugin's configure_generator, as train.py --pe=... builds them."""
+    G_kwargs = dnnlib.EasyDict(class_name='training.networks.Generator', z_dim=512, w_dim=512,
+        mapping_kwargs=dnnlib.EasyDict(num_layers=2),
+        synthesis_kwargs=dnnlib.EasyDict(channel_base=channel_base, channel_max=channel_max))
+    if variant != 'host':
+        register.configure_generator(G_kwargs, variant)
+    torch.manual_seed(0)
+    G = dnnlib.util.construct_class_by_name(**G_kwargs, c_dim=0, img_resolution=res, img_channels=3).to(device)
+    D = networks.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=channel_base,
+                               channel_max=channel_max).to(device)
+    return G, D
+
+def train_step(G, D, z, real):
+    fake = G(z, None)
+    F.softplus(-D(fake, None)).mean().backward()                                   # G main
+    loss = F.softplus(D(fake.detach(), None)).mean() + F.softplus(-D(real, None)).mean()
+    loss.backward()                                                                 # D main
+
+@click.command()
+@click.option('--resolutions', default='32,64', show_default=True, help='Comma-separated resolutions')
+@click.option('--batch', default=16, type=int, show_default=True, help='Images per step')
+@click.option('--repeats', default=15, type=int, show_default=True, help='Timed steps per variant (median)')
+@click.option('--threads', default=None, type=int, help="torch CPU threads (default: torch's choice)")
+@click.option('--out', default=os.path.join(ROOT, 'results', 'bench', 'bench_pe_overhead.json'), show_default=True)
+def main(resolutions, batch, repeats, threads, out):
+    if threads:
+        torch.set_num_threads(threads)
+    device = pick_device()
+    print(f'device={device.type} threads={torch.get_num_threads()} batch={batch} repeats={repeats}')
+    rows = []
+    for res in [int(r) for r in resolutions.split(',')]:
+        nets = {v: build(v, res, device) for v in VARIANTS}
+        z = torch.randn([batch, 512], device=device)
+        real = torch.randn([batch, 3, res, res], device=device)
+        times = {v: [] for v in VARIANTS}
+        for k in range(repeats + 2):                 # two warm-up rounds
+            for v in VARIANTS:
+                t0 = time.perf_counter()
+                train_step(*nets[v], z, real)
+                if device.type == 'cuda':
+                    torch.cuda.synchronize()
+                if k >= 2:
+                    times[v].append(time.perf_counter() - t0)
+        median = {v: sorted(t)[len(t) // 2] for v, t in times.items()}
+        row = dict(res=res, batch=batch, seconds=median,
+                   mspe_vs_none_percent=100 * (median['mspe'] / median['none'] - 1),
+                   mspe_vs_host_percent=100 * (median['mspe'] / median['host'] - 1))
+        rows.append(row)
+        print(f'{res:>4} px: host {median["host"] * 1e3:7.1f} ms  pe=none {median["none"] * 1e3:7.1f} ms  '
+              f'pe=mspe {median["mspe"] * 1e3:7.1f} ms  ->  MS-PE {row["mspe_vs_none_percent"]:+.1f}% vs pe=none, '
+              f'{row["mspe_vs_host_percent"]:+.1f}% vs host')
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, 'w') as f:
+        json.dump(dict(command=' '.join(['python -m scripts.bench.bench_pe_overhead'] + sys.argv[1:]), device=device.type,
+                       threads=torch.get_num_threads(), rows=rows), f, indent=2)
+    print(f'wrote {out}')
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,285 @@
+"""Write results/README.md from its template (results/README.template.md) and the experiments'
+JSON files, and the short results table of the top-level README between its markers. No number
+is typed by hand: each one is read from a file a script wrote; the prose lives in the template.
+
+    python -m scripts.experiments.results_md        # after the experiments (run_experiments.sh)
+
+The template is a sequence of sections, each opened by a line `<!-- section: NAME -->`; the
+function NAME of FILLS returns the section's placeholders ($command, $table, ...) or None when
+its JSON file does not exist yet, and the section is then listed as not yet produced.
+"""
+
+import json
+import os
+import re
+import string
+
+import numpy as np
+
+from scripts import ROOT
+
+RESULTS = os.path.join(ROOT, 'results')
+TEMPLATE = os.path.join(RESULTS, 'README.template.md')
+BEGIN, END = '<!-- results:begin (python -m scripts.experiments.results_md) -->', '<!-- results:end -->'
+LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize'}
+DDPM_LABELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
+SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
+
+def load(name):
+    """The JSON file results/<name>, or None when it does not exist."""
+    path = os.path.join(RESULTS, name)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+def table(header, rows):
+    """A markdown table."""
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return '\n'.join(lines)
+
+def label(name):
+    """Figure label of a model name or pickle path."""
+    return LABELS.get(os.path.splitext(os.path.basename(name))[0], name)
+
+def fmt(value, spec):
+    return '-' if value is None else format(value, spec)
+
+#----------------------------------------------------------------------------
+# Section fills: {placeholder: text} or None.
+
+def models():
+    d = load('models/models.json')
+    if d is None:
+        return None
+    rows = [[label(n), m['kimg'], m['snapshot'], m['seconds_per_kimg']] for n, m in d['models'].items()]
+    return dict(command=d['command'], settings=d['settings'],
+                table=table(['model', 'kimg', 'snapshot', 's/kimg (last tick)'], rows),
+                grids=', '.join(f'[{n}](models/{n}-fakes.png)' for n in d['models']))
+
+def classifier():
+    d = load('models/digit_classifier.json')
+    if d is None:
+        return None
+    train, held = d['train']['train_digits'], d['heldout_digits']
+    return dict(command=d['command'], train_digits=f'{train[0]}..{train[1] - 1}', heldout_digits=f'{held[0]}..{held[1] - 1}',
+                min_accuracy=f'{d["min_accuracy"]:.4f}',
+                table=table(['placement / canvas / colour', 'accuracy'], [[k, f'{v:.4f}'] for k, v in d['accuracy'].items()]))
+
+DIVERSITY_HEADER = ['model', 'classes', 'confident', 'Frechet', 'shape std', 'label agreement', 'style spread', 'D label pref.']
+
+def _diversity_rows(rows, name):
+    return [[name(k), f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["frechet"]:.1f}', fmt(r.get('shape_std'), '.3f'),
+             fmt(r.get('label_agreement'), '.3f'), fmt(r.get('style_spread'), '.3f'), fmt(r.get('d_label_preference'), '.3f')]
+            for k, r in rows.items()]
+
+def diversity():
+    d = load('paper/digit_diversity.json')
+    if d is None:
+        return None
+    name = lambda k: 'data (other real images)' if k == 'data' else label(k)
+    return dict(command=d['command'], num=d['num'], table=table(DIVERSITY_HEADER, _diversity_rows(d['rows'], name)))
+
+def progress():
+    d = load('paper/training_progress.json')
+    if d is None:
+        return None
+    def name(path):
+        if path == 'data':
+            return 'data (other real images)'
+        run = os.path.basename(os.path.dirname(path)).split('-')[-1]
+        kimg = float(os.path.splitext(os.path.basename(path))[0].rsplit('-', 1)[-1])
+        return f'{run} @ {kimg:g} kimg'
+    return dict(command=d['command'], note=d['note'], table=table(DIVERSITY_HEADER, _diversity_rows(d['rows'], name)))
+
+def _shift_rows(d):
+    """{model: headline numbers} of shift_consistency.json."""
+    out = {}
+    for name, curve in d['models'].items():
+        at = {r['shift']: r for r in curve}
+        moved = [r for r in curve if r['shift'] > 0]
+        out[name] = dict(
+            psnr_int=np.mean([r['psnr'] for r in moved if float(r['shift']).is_integer()]),
+            psnr_frac=np.mean([r['psnr'] for r in moved if not float(r['shift']).is_integer()] or [np.nan]),
+            ssim=np.mean([r['ssim'] for r in moved]),
+            agreement=np.mean([r['class_agreement'] for r in moved]),
+            moved={k: at.get(k, {}).get('moved') for k in (4.0, 8.0, 16.0)},
+            ink=np.mean([r['ink'] for r in moved]),
+            enlarged=d.get('enlarged', {}).get(name, {}).get('moved'))
+    return out
+
+def shift():
+    d = load('paper/shift_consistency.json')
+    if d is None:
+        return None
+    rows = [[label(n), f'{s["psnr_int"]:.2f}', f'{s["psnr_frac"]:.2f}', f'{s["ssim"]:.3f}', f'{s["agreement"]:.3f}'] +
+            [fmt(s['moved'][k], '.1f') for k in (4.0, 8.0, 16.0)] + [f'{s["ink"]:.3f}', fmt(s['enlarged'], '.1f')]
+            for n, s in _shift_rows(d).items()]
+    header = ['model', 'PSNR int. d', 'PSNR frac. d', 'SSIM', 'class agr.', 'moved d=4', 'moved d=8', 'moved d=16', 'ink',
+              'moved on 2x canvas']
+    return dict(command='python -m scripts.experiments.shift_consistency', num=d['num'], step=d['step'], table=table(header, rows))
+
+def eqt():
+    d = load('paper/eqt.json')
+    if d is None:
+        return None
+    rows = [[label(n), f'{s["eqt_int"]:.2f}', f'{s["eqt_frac"]:.2f}'] for n, s in d['models'].items()]
+    return dict(command='python -m scripts.experiments.eqt', num=d['num'], max_frac=d['max_frac'],
+                table=table(['model', 'EQ-T (integer)', 'EQ-T_frac'], rows))
+
+def noise():
+    d = load('paper/noise_std.json')
+    if d is None:
+        return None
+    rows = [[label(n), f'{s["mean_std"]:.4f}', f'{s["max_pixel_std"]:.4f}'] for n, s in d['models'].items()]
+    return dict(command='python -m scripts.experiments.noise_std', noises=d['noises'], num=d['num'],
+                table=table(['model', 'mean std', 'max pixel std'], rows))
+
+def strip():
+    d = load('paper/translate_strip.json')
+    if d is None:
+        return None
+    rows = [[label(n)] + [f'{v:.2f}' for v in agr] for n, agr in d['class_agreement_with_column0'].items()]
+    return dict(command='python -m scripts.experiments.translate_strip', num=d['num'], step=d['step'],
+                table=table(['model'] + [f'{s:g} px' for s in d['shifts']], rows))
+
+def multiscale():
+    d = load('paper/multiscale.json')
+    if d is None:
+        return None
+    keys = list(next(iter(d['models'].values())))
+    rows = [[label(n)] + [f'{s[k]:.1f}' for k in keys] for n, s in d['models'].items()]
+    return dict(command='python -m scripts.experiments.multiscale --data=datasets/mnist-ul32.zip', num=d['num'],
+                metric=d['metric'], table=table(['model'] + keys, rows))
+
+def inversion():
+    d = load('paper/inversion_shift.json')
+    if d is None:
+        return None
+    cfg, modes = d['config'], d['config']['modes']
+    header = ['case', 'model'] + [f'{m} {q}' for m in modes for q in ('PSNR', 'SSIM', 'agree')]
+    rows = [[case, label(model)] + [f'{per_mode[m]["psnr"]:.2f}' if q == 'psnr' else fmt(per_mode[m][q], '.3f')
+                                    for m in modes for q in ('psnr', 'ssim', 'agreement')]
+            for case, per_model in d['summary'].items() for model, per_mode in per_model.items()]
+    return dict(command=cfg['command'], num_real=cfg['num_real'], num_gen=cfg['num_gen'], num_steps=cfg['num_steps'],
+                space=cfg['space'], loss=cfg['loss'], shift=cfg['shift'], table=table(header, rows))
+
+def ddpm():
+    d = load('paper/ddpm_reconstruct.json')
+    if d is None:
+        return None
+    names = list(d['models'])
+    ts = [r['t'] for r in d['models'][names[0]]['rows']]
+    rows = []
+    for name in names:
+        res = d['models'][name]
+        rows.append([f'{DDPM_LABELS.get(name, name)} ({res["train_steps"]} steps)', 'kept bottom-left'] + [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']])
+        rows.append(['', 'class agreement'] + [f'{r["class_agreement"]:.2f}' for r in res['rows']])
+    return dict(command=d['command'], num=d['num'], first=d['first'], input_kept=f'{d["input_kept_bottom_left"]:.2f}',
+                stride=d['stride'], seeds=d['seeds'], table=table(['model', 'measure'] + [f't={t}' for t in ts], rows))
+
+def overhead():
+    d = load('bench/bench_pe_overhead.json')
+    if d is None:
+        return None
+    rows = [[f'{r["res"]} px', r['batch']] + [f'{r["seconds"][v] * 1e3:.1f}' for v in ('host', 'none', 'mspe')] +
+            [f'{r["mspe_vs_none_percent"]:+.1f}%', f'{r["mspe_vs_host_percent"]:+.1f}%'] for r in d['rows']]
+    return dict(command=d['command'], device=d['device'], threads=d['threads'],
+                table=table(['res', 'batch', 'host G', '--pe=none', '--pe=mspe', 'MS-PE vs none', 'MS-PE vs host'], rows))
+
+def host_speed():
+    d = load('bench/bench_host.json')
+    if d is None:
+        return None
+    rows = [[f'{r["res"]} px', r['batch'], f'{r["g_fwd_fused_img_s"]:.1f}', f'{r["g_fwd_nonfused_img_s"]:.1f}',
+             f'{r["gd_fwd_bwd_img_s"]:.1f}'] for r in d['rows']]
+    return dict(command=f'python -m scripts.bench.bench_host --threads={d["threads"]}',
+                table=table(['res', 'batch', 'G fwd fused', 'G fwd non-fused', 'G+D fwd+bwd'], rows))
+
+def train_speed():
+    d = load('bench/bench_train.json')
+    if d is None:
+        return None
+    keys = ['resolution', 'batch', 'aug', 'kimg', 'sec_per_kimg', 'kimg_per_hour']
+    return dict(command=d['command'], cores=d['machine']['cpu_count'], threads=d['machine']['torch_threads'],
+                table=table(keys, [[r[k] for k in keys] for r in d['results']]))
+
+def upstream():
+    d = load('bench/compare_upstream.json')
+    if d is None:
+        return None
+    keys = ['image', 'logits', 'G_grads', 'D_grads', 'r1_grad']
+    return dict(command=d['command'], table=table(keys, [[f'{d[k]:.1e}' for k in keys]]))
+
+FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
+             strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
+             train_speed=train_speed, upstream=upstream)
+
+#----------------------------------------------------------------------------
+
+def results_page(template_text):
+    """(results/README.md text, names of the sections whose JSON is missing)."""
+    parts = SECTION_RE.split(template_text)
+    head, sections = parts[0], list(zip(parts[1::2], parts[2::2]))
+    unknown = [name for name, _ in sections if name not in FILLS]
+    if unknown:
+        raise SystemExit(f'{TEMPLATE} has sections without a fill in results_md.py: {", ".join(unknown)}.')
+    out, missing = [head], []
+    for name, text in sections:
+        values = FILLS[name]()
+        if values is None:
+            missing.append(name)
+        else:
+            out.append(string.Template(text).substitute(values))
+    if missing:
+        out.append(f'Not yet produced: {", ".join(missing)}.\n')
+    return ''.join(out), missing
+
+def summary_table():
+    """The README's results table: one row per digit model, headline numbers, links."""
+    div, sc, eq, ns, ms = (load(f'paper/{n}.json') for n in ('digit_diversity', 'shift_consistency', 'eqt', 'noise_std', 'multiscale'))
+    names = list((sc or eq or {'models': {}})['models'])
+    agreement = {os.path.splitext(os.path.basename(k))[0]: r.get('label_agreement') for k, r in (div or {'rows': {}})['rows'].items()}
+    shifts = _shift_rows(sc) if sc else {}
+    rows = []
+    for n in names:
+        s = shifts.get(n, {})
+        rows.append([label(n), fmt(agreement.get(n), '.3f'), fmt(s.get('psnr_int'), '.2f'), fmt(s.get('enlarged'), '.1f'),
+                     fmt(eq['models'][n]['eqt_int'] if eq else None, '.2f'), fmt(eq['models'][n]['eqt_frac'] if eq else None, '.2f'),
+                     fmt(ns['models'][n]['mean_std'] if ns else None, '.4f'), fmt(ms['models'][n]['zoom2'] if ms else None, '.1f')])
+    header = ['model', '[label agreement](results/README.md#do-the-models-draw-clean-diverse-digits)',
+              '[shift PSNR](results/README.md#shift-consistency-paper-fig-2d)', '[moved on 2x canvas](results/README.md#shift-consistency-paper-fig-2d)',
+              '[EQ-T](results/README.md#eq-t-stylegan3s-translation-equivariance)', 'EQ-T frac',
+              '[noise std](results/README.md#noise-dependence-paper-fig-4)', '[Frechet, zoom 2](results/README.md#multi-scale-and-beyond-the-border-paper-fig-6-8-table-1)']
+    lines = [table(header, rows)]
+    dd = load('paper/ddpm_reconstruct.json')
+    if dd is not None:
+        kept = {name: {r['t']: r['kept_bottom_left'] for r in m['rows']} for name, m in dd['models'].items()}
+        ts = [t for t in (300, 500, 700) if all(t in k for k in kept.values())]
+        lines += ['', table(['[DDPM, Fig. 9](results/README.md#ddpm-reconstruction-at-an-unseen-position-paper-fig-9)'] +
+                            [f'kept bottom-left, t={t}' for t in ts],
+                            [[DDPM_LABELS.get(name, name)] + [f'{k[t]:.2f}' for t in ts] for name, k in kept.items()])]
+    oh = load('bench/bench_pe_overhead.json')
+    if oh is not None:
+        lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
+                  '`--pe=none`: ' + ', '.join(f'{r["mspe_vs_none_percent"]:+.1f}% at {r["res"]} px' for r in oh['rows']) + '.']
+    return '\n'.join(lines) + '\n'
+
+def main():
+    with open(TEMPLATE) as f:
+        page, missing = results_page(f.read())
+    with open(os.path.join(RESULTS, 'README.md'), 'w') as f:
+        f.write(page)
+    readme_path = os.path.join(ROOT, 'README.md')
+    with open(readme_path) as f:
+        readme = f.read()
+    if BEGIN in readme and END in readme:
+        head, rest = readme.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        with open(readme_path, 'w') as f:
+            f.write(head + BEGIN + '\n' + summary_table() + END + tail)
+    print(f'wrote results/README.md (missing: {", ".join(missing) or "none"}) and the README\'s results table')
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Train the digit generators of the spatial-bias experiments (paper Fig. 1, 2, 4, Table 1) on
+# colour-MNIST digits biased to the upper-left quadrant, with identical settings and seeds:
+#
+#   baseline  learned 4x4 constant (the host's StyleGAN2 generator)
+#   sspe      positional encoding as the input only (the paper's SS-PE ablation)
+#   mspe      MS-PE: PE input + gamma_l * PE_l at every later scale
+#   mspe_rs   MS-PE with random resizing (G renders at a zoom in [0.75, 1.5], resized back)
+#
+#   bash scripts/experiments/train_digits.sh                  # all four, one after another
+#   bash scripts/experiments/train_digits.sh mspe baseline    # just these
+#   KIMG=300 bash scripts/experiments/train_digits.sh         # a longer schedule (runs resume and extend)
+#   COND=1 bash scripts/experiments/train_digits.sh           # class-conditional on the MNIST labels (--cond=1),
+#                                                             # runs in runs/digits-cond/
+#   RUNS=runs/digits-c128 CMAX=128 bash scripts/experiments/train_digits.sh   # wider networks, in a folder of their own
+#   RUNS=runs/digits-lr01 LR=0.01 bash scripts/experiments/train_digits.sh    # G and D learning rate 0.01 (--glr/--dlr)
+#
+# The committed models (results/models/*.pkl) are class-conditional, trained with the label
+# cross-entropy recipe (train.py's "training recipe" flags, training/loss_labelce.py):
+#   RUNS=runs/digits-labelce COND=1 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/experiments/train_digits.sh
+# Unconditional runs of this setting collapse to one digit shape: results/NOTES.md.
+#
+# Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when
+# the script is started again (a killed run loses at most one snapshot interval). After each run
+# its newest snapshot's G_ema goes to results/models/<name>.pkl (collect_digit_models.py), where
+# the experiment scripts read it. To train the models side by side, one core each:
+#   OMP_NUM_THREADS=1 bash scripts/experiments/train_digits.sh NAME &
+#
+# Why 32 px: the paper trains at 64 px; on CPU a 64 px model costs ~4x the time per image, so we
+# keep the paper's layout (digit at half the canvas side, in the upper-left quadrant) at 32 px.
+# Why --aug=noaug: ADA's geometric augmentations (integer translation, rotation, scaling) would
+# show the generator the digit at other places and undo the bias the experiment is about. Why
+# --cmax=32: digits need few channels, and wider networks cost several times the time per kimg.
+# The data are MNIST's test split, shipped in tests/data/mnist.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+KIMG=${KIMG:-192}                # the committed models: 192 kimg
+SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
+CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
+CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
+COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
+LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
+EXTRA=${EXTRA:-}                 # more train.py flags for a new run, e.g. EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1"
+MNIST=${MNIST:-tests/data/mnist/t10k-images-idx3-ubyte.gz}
+DATA=datasets/mnist-ul32.zip
+NAMES=("$@")
+if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else COND_FLAG=; DEFAULT_RUNS=runs/digits; fi
+RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
+[ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
+if [ -n "$LR" ]; then LR_FLAGS="--glr=$LR --dlr=$LR"; else LR_FLAGS=; fi
+LR_FLAGS="$LR_FLAGS $EXTRA"
+
+if [ ! -f "$DATA" ]; then
+    python stylegan2_ada_vendor/dataset_tool.py --source="$MNIST" --dest="$DATA" \
+        --place=upper-left --colorize --resolution=32
+fi
+
+pe_flags() {
+    case "$1" in
+        baseline) echo "--pe=none" ;;
+        sspe)     echo "--pe=sspe" ;;
+        mspe)     echo "--pe=mspe" ;;
+        mspe_rs)  echo "--pe=mspe --pe-resize=0.75,1.5" ;;
+        *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs" >&2; exit 2 ;;
+    esac
+}
+
+mkdir -p results/models
+for name in "${NAMES[@]}"; do
+    flags=$(pe_flags "$name")
+    outdir=$RUNS/$name
+    if ls "$outdir"/*/training_options.json >/dev/null 2>&1; then
+        run_dir=$(ls -d "$outdir"/*/ | sort | tail -n 1)
+        if ls "$run_dir"network-snapshot-*.pkl >/dev/null 2>&1; then
+            # --resume-run refuses a run that already reached KIMG (nothing to do); a crash is told
+            # too, and its newest snapshot is still collected below.
+            python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$KIMG" \
+                || echo "$name: train.py ended with an error (see above; 'already reached' means the run is done)"
+        else
+            rm -rf "$run_dir"    # died before its first snapshot: nothing to keep
+        fi
+    fi
+    if ! ls "$outdir"/*/network-snapshot-*.pkl >/dev/null 2>&1; then
+        # shellcheck disable=SC2086
+        python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
+            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS
+    fi
+    python -m scripts.experiments.collect_digit_models --runs="$RUNS" "$name"    # G_ema-only copy, its fakes, models.json
+done

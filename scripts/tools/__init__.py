@@ -1,0 +1,1 @@
+"""User tools: quickstart.sh, SeFa editing, the check against an upstream checkout."""
