@@ -1,6 +1,7 @@
 """legacy: snapshot pickles and weights-only files load to the same networks; bad files fail in
 one sentence; a pickle loads where training/networks.py is gone."""
 
+import json
 import os
 import pickle
 import shutil
@@ -124,10 +125,104 @@ def test_pickle_of_a_rebuilt_class_records_its_importable_name(tmp_path):
     path = str(tmp_path / 'w.pt')
     legacy.save_network_weights(path, dict(G=net))
     assert torch.load(path, weights_only=True)['networks']['G']['class_name'] == 'mymodels.nets.Gen'
+    # Not declared: refused by name. Declared: the loader tries it and says it cannot be imported.
     with pytest.raises(legacy.NetworkLoadError) as info:
         legacy.load_network_weights(path)
+    assert "'mymodels.nets.Gen'" in str(info.value) and 'does not declare to be a network' in str(info.value)
+    legacy.register_network_class('mymodels.nets.Gen')
+    try:
+        with pytest.raises(legacy.NetworkLoadError) as info:
+            legacy.load_network_weights(path)
+    finally:
+        legacy.NETWORK_CLASSES.discard('mymodels.nets.Gen')
     message = str(info.value)
     assert 'needs mymodels.nets.Gen' in message and 'cannot be imported' in message and '\n' not in message
+
+#----------------------------------------------------------------------------
+# Hostile weights files: they name callables that are not networks, or smuggle one in as an argument.
+
+def _hostile_file(path, class_name, init_args=(), init_kwargs=None, state_dict=None, extra=None):
+    record = dict(class_name=class_name, init_args=json.dumps(list(init_args)), init_kwargs=json.dumps(init_kwargs or {}),
+                  state_dict=state_dict or {}, training=False, frozen='[]')
+    torch.save(dict(format=legacy.WEIGHTS_FORMAT, version=legacy.WEIGHTS_VERSION, networks=dict(G_ema=record),
+                    extra=json.dumps(extra or {})), str(path))
+    torch.load(str(path), weights_only=True)      # a valid weights-only file as far as torch can tell
+    return path
+
+def _generator_record_parts():
+    G = tiny_generator()
+    return json.loads(json.dumps(G.init_kwargs)), G.state_dict()
+
+@pytest.mark.parametrize('case', ['os.system', 'builtins.exec', 'subprocess.Popen', 'argument', 'extra'])
+def test_hostile_weights_file_is_refused_before_anything_runs(tmp_path, case):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / f'{case}.pt'
+    kwargs, state = _generator_record_parts()
+    if case == 'os.system':
+        _hostile_file(path, 'os.system', [f'touch {marker}'])
+    elif case == 'builtins.exec':
+        _hostile_file(path, 'builtins.exec', [f'open({str(marker)!r}, "w").close()'])
+    elif case == 'subprocess.Popen':
+        _hostile_file(path, 'subprocess.Popen', [['touch', str(marker)]])
+    elif case == 'argument':    # a legitimate class, with a callable smuggled into its arguments
+        kwargs['mapping_kwargs'] = dict(kwargs['mapping_kwargs'], class_name='subprocess.Popen', args=['touch', str(marker)])
+        _hostile_file(path, 'training.networks.Generator', init_kwargs=kwargs, state_dict=state)
+    else:                       # ... or into the dataset config that calc_metrics would build
+        _hostile_file(path, 'training.networks.Generator', init_kwargs=kwargs, state_dict=state,
+                      extra=dict(training_set_kwargs=dict(class_name='os.system', command=f'touch {marker}')))
+    with pytest.raises(legacy.NetworkLoadError) as info:
+        load(path)
+    message = assert_one_sentence(info.value, path)
+    if case in ('argument', 'extra'):
+        bad = 'subprocess.Popen' if case == 'argument' else 'os.system'
+        assert f"refers to '{bad}'" in message and 'not a class this installation declares' in message
+    else:
+        assert f"names the class '{case}'" in message and 'does not declare to be a network' in message
+    assert not marker.exists()
+
+def test_hostile_class_name_is_refused_before_its_module_is_imported(tmp_path):
+    """The name is compared, not the object: the module a hostile file names is never imported
+    (importing a module can run code)."""
+    module_dir = tmp_path / 'mods'
+    module_dir.mkdir()
+    marker = tmp_path / 'imported'
+    (module_dir / 'evil_side_effect.py').write_text(f'open({str(marker)!r}, "w").close()\nclass Net: pass\n')
+    path = _hostile_file(tmp_path / 'w.pt', 'evil_side_effect.Net')
+    sys.path.insert(0, str(module_dir))
+    try:
+        with pytest.raises(legacy.NetworkLoadError):
+            load(path)
+    finally:
+        sys.path.remove(str(module_dir))
+    assert not marker.exists() and 'evil_side_effect' not in sys.modules
+
+def test_registered_class_loads_from_weights(tmp_path):
+    module_dir = tmp_path / 'mods'
+    module_dir.mkdir()
+    (module_dir / 'fork_nets.py').write_text(textwrap.dedent('''
+        import torch
+        from torch_utils import persistence
+        @persistence.persistent_class
+        class Gen(torch.nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.arange(width, dtype=torch.float32))
+    '''))
+    sys.path.insert(0, str(module_dir))
+    try:
+        import fork_nets
+        path = str(tmp_path / 'w.pt')
+        legacy.save_network_weights(path, dict(G=fork_nets.Gen(3)))
+        with pytest.raises(legacy.NetworkLoadError, match='does not declare to be a network'):
+            legacy.load_network_weights(path)
+        assert legacy.register_network_class(fork_nets.Gen) == 'fork_nets.Gen'
+        assert torch.equal(legacy.load_network_weights(path)['G'].w, torch.arange(3.0))
+    finally:
+        legacy.NETWORK_CLASSES.discard('fork_nets.Gen')
+        sys.path.remove(str(module_dir))
+        sys.modules.pop('fork_nets', None)
+    with pytest.raises(ValueError, match='not a dotted class name'):
+        legacy.register_network_class('os.system; rm')
 
 def test_weights_need_a_persistent_class(tmp_path):
     with pytest.raises(ValueError, match='not built by a persistent class'):
