@@ -11,7 +11,6 @@ stats.jsonl, image grids and network-snapshot-*.pkl) follow upstream StyleGAN2-A
   plugin hook        when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize.
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -24,6 +23,7 @@ import click
 import torch
 
 import dnnlib
+from torch_utils import plugins
 from torch_utils import training_stats
 from training import training_loop
 
@@ -57,14 +57,12 @@ RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers'}
 # Plugin hook: a plugin module exposing the mspe_plugin.register API (see notes/REGISTER_API.md).
 
 def load_plugin():
-    """The MS-PE registration module, or None when mspe_plugin is not importable."""
+    """The MS-PE registration module, or None when mspe_plugin is not installed; a broken install
+    is one sentence (plugins.load_plugin)."""
     try:
-        if importlib.util.find_spec('mspe_plugin') is None or importlib.util.find_spec('mspe_plugin.register') is None:
-            return None
-    except ImportError:
-        return None
-    from mspe_plugin import register
-    return register
+        return plugins.load_plugin()
+    except plugins.PluginError as err:
+        raise click.ClickException(str(err))
 
 def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
     """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
@@ -443,7 +441,7 @@ def subprocess_fn(rank, args, temp_dir):
     """Run training_loop as process `rank` of args.num_gpus (rank 0 writes log.txt)."""
     if rank == 0:
         dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
-    device = training_loop.default_device(rank)
+    device = plugins.default_device(rank)
     if args.num_gpus > 1:
         if device.type == 'cpu':
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))

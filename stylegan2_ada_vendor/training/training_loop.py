@@ -34,18 +34,13 @@ import torch
 import dnnlib
 import legacy
 from torch_utils import misc
+from torch_utils import plugins
 from torch_utils import training_stats
 
 #----------------------------------------------------------------------------
 
 class TrainingStopped(Exception):
     """The run cannot go on (diverged, or an unusable resume point); the message says why."""
-
-def default_device(rank=0):
-    """cuda:rank when CUDA is available, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device('cuda', rank % torch.cuda.device_count())
-    return torch.device('cpu')
 
 def snapshot_label(cur_nimg, kimg_per_tick, total_kimg=None):
     """File-name label for a tick ending at `cur_nimg` images: '000004' (upstream's whole kimg),
@@ -189,7 +184,7 @@ def training_loop(
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
-    device = torch.device(device) if device is not None else default_device(rank)
+    device = torch.device(device) if device is not None else plugins.default_device(rank)
     np.random.seed(random_seed * num_gpus + rank)
     torch.manual_seed(random_seed * num_gpus + rank)
     if device.type == 'cuda':
