@@ -28,7 +28,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 
 import click
@@ -225,16 +224,8 @@ def save_network_weights(path, networks, extra=None):
             records[name] = _network_record(name, net)
     payload = dict(format=WEIGHTS_FORMAT, version=WEIGHTS_VERSION, networks=records,
                    extra=_to_json(extra, 'The extra data'))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(payload, f)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with dnnlib.util.atomic_write(path) as f:
+        torch.save(payload, f)
 
 def load_network_weights(path, device='cpu', where=None):
     """Read a file written by save_network_weights and rebuild its networks from the classes

@@ -83,7 +83,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize):
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, dmap=None, div=None, pack=None, mismatch=None, dmap_lr=None, label_ce=None, resume_skip_mismatch=False):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -289,6 +289,10 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         args.resume_pkl = RESUME_SPECS.get(resume, resume)
         args.ada_kimg = 100    # react faster at the start of transfer learning
         args.ema_rampup = None    # the resumed G_ema is already meaningful
+        if resume_skip_mismatch:
+            args.resume_skip_mismatch = True
+    elif resume_skip_mismatch:
+        raise click.ClickException('--resume-skip-mismatch only applies with --resume=PKL; add --resume or drop it.')
     if freezed is not None:
         if freezed < 0:
             raise click.ClickException(f'--freezed must be non-negative; got {freezed}.')
@@ -398,10 +402,8 @@ def trim_stats(stats_path, max_kimg):
         if kimg * 1000 <= max_kimg * 1000 + max(1, 1e-5 * max_kimg * 1000):
             keep.append(line)
     if len(keep) != len(lines):
-        tmp_path = stats_path + '.tmp'
-        with open(tmp_path, 'w') as f:
+        with dnnlib.util.atomic_write(stats_path, 'w') as f:
             f.write(''.join(line + '\n' for line in keep))
-        os.replace(tmp_path, stats_path)
     return len(lines) - len(keep)
 
 def setup_resume_run(run_dir, kimg):
@@ -430,7 +432,7 @@ def clean_run_dir(run_dir, resumed_kimg):
     """Before continuing: remove temporary files of snapshots interrupted mid-write and the
     stats.jsonl lines of ticks that will be redone. :return: number of stats lines dropped."""
     for name in os.listdir(run_dir):
-        if re.match(r'^.*\.pkl\.tmp\d*$', name):
+        if re.match(r'^.*\.(pkl|json|jsonl)\.tmp\d*$', name):
             os.remove(os.path.join(run_dir, name))
     return trim_stats(os.path.join(run_dir, 'stats.jsonl'), resumed_kimg)
 
@@ -555,6 +557,7 @@ def parse_comma_list(text):
 # Transfer learning and resuming.
 @click.option('--resume', help='Resume from given network pickle [default: noresume]', metavar='PKL')
 @click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
+@click.option('--resume-skip-mismatch', help='With --resume: keep tensors whose shape differs in PKL as initialised instead of stopping', is_flag=True, default=None)
 @click.option('--freezed', help='Freeze-D [default: 0 layers]', type=int, metavar='INT')
 # Performance.
 @click.option('--fp32', help='Disable mixed-precision training', type=bool, metavar='BOOL')
@@ -598,7 +601,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'dmap', 'div', 'pack', 'mismatch', 'dmap_lr', 'label_ce', 'resume_skip_mismatch']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize)
@@ -625,7 +628,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, **config_kwargs):
     check_metric_detector(args.metrics)
     if resume_run is None:
         args.run_dir = next_run_dir(outdir, desc)
-        with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
+        with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
             json.dump(args, f, indent=2)
     print('Launching processes...')
     if resume_run is not None:

@@ -97,13 +97,10 @@ def save_image_grid(img, fname, drange, grid_size):
 # Files that must never be half-written.
 
 def write_pickle_atomic(obj, path):
-    """Pickle `obj` to `path` through a temporary file and a rename (a kill leaves the old file)."""
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'wb') as f:
+    """Pickle `obj` to `path` through a temporary file, fsync and a rename (a kill at any moment
+    leaves the previous file or the complete new one; see dnnlib.util.atomic_write)."""
+    with dnnlib.util.atomic_write(path) as f:
         pickle.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
 
 def _rss_gb():
     """Resident memory of this process in GiB (peak when /proc is unavailable)."""
@@ -177,6 +174,7 @@ def training_loop(
     network_snapshot_ticks  = 50,       # Network pickle every this many ticks, None = never.
     resume_pkl              = None,     # Network pickle (path or URL) to take the weights from.
     resume_progress         = False,    # Also continue counters, optimizer state and p from resume_pkl.
+    resume_skip_mismatch    = False,    # Resuming: keep tensors whose shape differs in resume_pkl as initialised (else an error).
     cudnn_benchmark         = True,     # torch.backends.cudnn.benchmark (CUDA only).
     allow_tf32              = False,    # TF32 matmuls and convolutions (CUDA only).
     abort_fn                = None,     # Callable: True stops training after the current tick.
@@ -215,7 +213,7 @@ def training_loop(
         with dnnlib.util.open_url(resume_pkl) as f:
             resume_data = legacy.load_network_pkl(f)
         for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+            _resume_module(name, resume_data[name], module, resume_pkl, resume_skip_mismatch, rank)
     progress = dict(cur_nimg=0, cur_tick=-1, batch_idx=0, augment_p=augment_p)
     if resume_progress and resume_data is not None:
         if not isinstance(resume_data.get('progress'), dict):
@@ -499,6 +497,20 @@ def _nan_injection_nimg():
     """The test hook MSPE_TEST_INJECT_NAN=KIMG as an image count, or None."""
     value = os.environ.get('MSPE_TEST_INJECT_NAN')
     return None if not value else float(value) * 1000
+
+def _resume_module(name, src, dst, resume_pkl, skip_mismatch, rank):
+    """Copy the resumed network `src` into `dst` and print what was copied, new and skipped."""
+    if src is None:
+        if rank == 0:
+            print(f'Resumed {name}: {resume_pkl} has no {name}; it starts from its initial weights.')
+        return
+    try:
+        report = misc.copy_params_and_buffers(src, dst, skip_mismatch=skip_mismatch, report=True)
+    except misc.ShapeMismatchError as err:
+        raise TrainingStopped(f'Cannot resume {name} from {resume_pkl}: {err}; resume from a pickle of the same '
+                              f'architecture, or pass --resume-skip-mismatch to keep those tensors as initialised.') from None
+    if rank == 0:
+        print(misc.format_copy_report(f'Resumed {name}', report))
 
 def _restore_training_state(state_path, cur_nimg, optimizers, loss, rank):
     """Load optimizer moments (and the path-length mean) saved with the snapshot at `cur_nimg`."""
