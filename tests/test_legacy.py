@@ -235,15 +235,57 @@ def test_bare_generator_pickle_becomes_G_and_G_ema(tmp_path):
     assert data['D'] is None and data['G'] is data['G_ema']
     assert torch.equal(render(data['G_ema']), render(G))
 
-def test_force_fp16_rebuilds_with_clamp_and_same_weights(tmp_path):
+def _synthesis_blocks(G):
+    return [getattr(G.synthesis, f'b{res}') for res in G.synthesis.block_resolutions]
+
+def test_force_fp16_marks_the_four_highest_resolutions_with_clamp_and_same_weights(tmp_path):
+    """--force-fp16 as upstream: the blocks of the 4 highest resolutions (here, of a 16 px G with
+    blocks 4, 8, 16: those of 8 and 16, upstream's floor being 8) switch to FP16 and every conv
+    clamps at 256; the weights are the same tensors."""
     pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
     plain, fp16 = load(pkl), load(pkl, force_fp16=True)
     kwargs = fp16['G_ema'].init_kwargs
     assert kwargs.synthesis_kwargs.num_fp16_res == 4 and kwargs.synthesis_kwargs.conv_clamp == 256
     assert fp16['D'].init_kwargs.conv_clamp == 256
+    assert [b.use_fp16 for b in _synthesis_blocks(plain['G_ema'])] == [False, False, False]
+    assert [b.use_fp16 for b in _synthesis_blocks(fp16['G_ema'])] == [False, True, True]
+    assert all(b.conv1.conv_clamp == 256 for b in _synthesis_blocks(fp16['G_ema']))
     for a, b in zip(plain['G_ema'].state_dict().values(), fp16['G_ema'].state_dict().values()):
         assert torch.equal(a, b)
+    # On the CPU the host runs FP16 blocks in float32 (half precision only on CUDA): the clamp
+    # at 256 is the only difference, and this model's activations stay far below it.
     assert torch.allclose(render(fp16['G_ema']), render(plain['G_ema']), atol=1e-4)
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the host computes FP16 blocks in float16 only on CUDA '
+                    '(on the CPU they run in float32, covered by the test above); no CUDA device here')
+def test_force_fp16_renders_in_half_precision_on_cuda(tmp_path):
+    pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
+    plain = load(pkl)['G_ema'].cuda()
+    fp16 = load(pkl, force_fp16=True)['G_ema'].cuda()
+    dtypes = []
+    fp16.synthesis.b16.conv1.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    z = torch.from_numpy(np.random.RandomState(0).randn(2, 8)).float().cuda()
+    c = torch.zeros([2, 0], device='cuda')
+    with torch.no_grad():
+        a, b = plain(z, c, noise_mode='const'), fp16(z, c, noise_mode='const')
+    assert dtypes == [torch.float16]
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+def test_half_precision_weights_file_renders_within_fp16_rounding(tmp_path):
+    """A weights file written from a network converted to float16 (half the size) loads into the
+    float32 classes and renders what the float32 network renders, up to float16 rounding."""
+    import copy
+    G = tiny_generator().eval()
+    path = str(tmp_path / 'half.pt')
+    legacy.save_network_weights(path, dict(G_ema=copy.deepcopy(G).half()))
+    stored = torch.load(path, weights_only=True)['networks']['G_ema']['state_dict']
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    loaded = load(path)['G_ema']
+    assert all(t.dtype == torch.float32 for t in loaded.state_dict().values() if t.is_floating_point())
+    expected, got = render(G), render(loaded)
+    assert not torch.equal(expected, got)                                        # the weights were rounded ...
+    assert (expected - got).abs().max() < 1e-2 * expected.abs().max()            # ... to float16 precision only
 
 #----------------------------------------------------------------------------
 # Bad files.
