@@ -82,6 +82,12 @@ def test_resume_from_a_pickle_that_does_not_fit_stops_in_one_sentence_unless_ski
     message = assert_one_sentence_error(result.stdout + result.stderr)
     assert f'Cannot resume G from {baseline}' in message and 'in the source but' in message and '--resume-skip-mismatch' in message
     assert not snapshots(only_run_dir(tmp_path / 'a'))
+    # In two processes only rank 0 reads the pickle: its refusal must stop rank 1 too (no hang,
+    # no traceback from a broken connection).
+    result = run_train(tmp_path / 'c', f'--data={digits_zip}', *TINY, '--kimg=0.016', '--aug=noaug', f'--resume={baseline}',
+                       '--gpus=2', timeout=180)
+    assert result.returncode != 0 and 'Traceback' not in result.stdout + result.stderr, result.stderr[-3000:]
+    assert f'Cannot resume G from {baseline}' in result.stdout + result.stderr
     result = run_train(tmp_path / 'b', f'--data={digits_zip}', *TINY, '--kimg=0.016', '--aug=noaug', f'--resume={baseline}',
                        '--resume-skip-mismatch')
     assert result.returncode == 0, result.stderr[-3000:]

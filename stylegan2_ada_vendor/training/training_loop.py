@@ -212,8 +212,14 @@ def training_loop(
             print(f'Resuming from "{resume_pkl}"')
         with dnnlib.util.open_url(resume_pkl) as f:
             resume_data = legacy.load_network_pkl(f)
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            _resume_module(name, resume_data[name], module, resume_pkl, resume_skip_mismatch, rank)
+        try:
+            for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+                _resume_module(name, resume_data[name], module, resume_pkl, resume_skip_mismatch, rank)
+        except TrainingStopped:
+            _all_ranks_agree(False, num_gpus, device)
+            raise
+    if resume_pkl is not None and not _all_ranks_agree(True, num_gpus, device):
+        raise TrainingStopped('Another process could not resume.')    # its own message is reported by rank 0
     progress = dict(cur_nimg=0, cur_tick=-1, batch_idx=0, augment_p=augment_p)
     if resume_progress and resume_data is not None:
         if not isinstance(resume_data.get('progress'), dict):
@@ -497,6 +503,15 @@ def _nan_injection_nimg():
     """The test hook MSPE_TEST_INJECT_NAN=KIMG as an image count, or None."""
     value = os.environ.get('MSPE_TEST_INJECT_NAN')
     return None if not value else float(value) * 1000
+
+def _all_ranks_agree(ok, num_gpus, device):
+    """True when every process passes ok=True (one all-reduce); lets one process's failure stop
+    the others instead of leaving them waiting in the next collective."""
+    if num_gpus == 1:
+        return ok
+    flag = torch.tensor([0 if ok else 1], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(flag)
+    return int(flag.item()) == 0
 
 def _resume_module(name, src, dst, resume_pkl, skip_mismatch, rank):
     """Copy the resumed network `src` into `dst` and print what was copied, new and skipped."""
