@@ -21,19 +21,16 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import plugins
 from metrics import feature_detectors
 from metrics import metric_main
 from metrics import metric_utils
 
 #----------------------------------------------------------------------------
 
-def default_device(rank):
-    """cuda:<rank> when CUDA is available, else the CPU."""
-    return torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
-
 def subprocess_fn(rank, args, temp_dir):
     """Compute args.metrics as process `rank` of args.num_gpus; rank 0 reports."""
-    device = default_device(rank)
+    device = plugins.default_device(rank)
     if args.num_gpus > 1:
         if device.type == 'cpu':
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
@@ -183,7 +180,7 @@ def calc_metrics(network_pkl, metrics, data, mirror, gpus, verbose, detector):
     if args.verbose:
         print('Dataset options:')
         print(dict(args.dataset_kwargs))
-        print(f'Launching {args.num_gpus} process(es) on {default_device(0).type}...')
+        print(f'Launching {args.num_gpus} process(es) on {plugins.default_device(0).type}...')
     if len(args.metrics) > 0:
         launch(args)
 

@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import struct
+import zlib
 import sys
 import zipfile
 
@@ -184,8 +185,9 @@ def to_grey_or_rgb(image):
         return PIL.Image.alpha_composite(PIL.Image.new('RGBA', rgba.size, (0, 0, 0, 255)), rgba).convert('RGB')
     return image.convert('RGB')
 
-def _image_collection(where, names, read_bytes, max_images):
-    """Source from named image files (folder or zip): check every file, read labels, iterate."""
+def _image_collection(where, names, read_bytes, max_images, no_labels=False):
+    """Source from named image files (folder or zip): check every file, read labels (dataset.json,
+    ignored with `no_labels`), iterate."""
     PIL.Image.init()
     names = sorted(n for n in names if not any(part.startswith('.') for part in n.split('/')) and not n.startswith('__MACOSX/'))
     others = [n for n in names if n != 'dataset.json' and os.path.splitext(n)[1].lower() not in PIL.Image.EXTENSION]
@@ -196,7 +198,7 @@ def _image_collection(where, names, read_bytes, max_images):
     fnames = [n for n in names if n != 'dataset.json']
     if not fnames:
         raise SourceError(f'{where} contains no images; point --source to a folder or zip of PNG/JPEG files.')
-    fnames = fnames[:max_images]
+    all_fnames, fnames = fnames, fnames[:max_images]
     sizes, modes = set(), set()
     for fname in fnames:
         try:
@@ -206,16 +208,8 @@ def _image_collection(where, names, read_bytes, max_images):
         except Exception as err:
             raise SourceError(f'{where}/{fname} is not a readable image ({err}); remove or replace it.') from None
     labels = None
-    if 'dataset.json' in names:
-        try:
-            labels = json.loads(read_bytes('dataset.json'))['labels']
-            labels = None if labels is None else dict(labels)
-        except (ValueError, KeyError, TypeError) as err:
-            raise SourceError(f'{where}/dataset.json is not valid ({err}); it must hold {{"labels": [[file, label], ...]}}.') from None
-        if labels is not None:
-            missing = [f for f in fnames if f not in labels]
-            if missing:
-                raise SourceError(f'{where}/dataset.json has no label for {missing[0]}; label every image or remove dataset.json.')
+    if 'dataset.json' in names and not no_labels:
+        labels = _read_dataset_json(where, read_bytes, all_fnames)
 
     def images():
         for index, fname in enumerate(fnames):
@@ -228,7 +222,36 @@ def _image_collection(where, names, read_bytes, max_images):
             yield index, image, (labels[fname] if labels is not None else None)
     return Source('RGB' if 'RGB' in modes else 'L', sizes, labels is not None, images())
 
-def open_image_folder(path, max_images):
+def _read_dataset_json(where, read_bytes, fnames):
+    """The labels of dataset.json as {file: label} (None for `"labels": null`); anything that
+    does not label exactly the images `fnames` is a SourceError."""
+    fix = '--no-labels writes the images without labels'
+    try:
+        entries = json.loads(read_bytes('dataset.json'))['labels']
+        labels = None if entries is None else {str(name): label for name, label in entries}
+    except Exception as err:    # unreadable member, bad JSON, wrong structure
+        detail = f'{type(err).__name__}: {err}'.splitlines()[0].rstrip('.')
+        raise SourceError(f'{where}/dataset.json is not valid ({detail}); it must hold {{"labels": [[file, label], ...]}} '
+                          f'(or {fix}).') from None
+    if labels is None:
+        return None
+    def plain(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) or \
+            isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    bad = [name for name, label in labels.items() if not plain(label)]
+    if bad:
+        raise SourceError(f'{where}/dataset.json gives {bad[0]} the label {labels[bad[0]]!r}, which is neither a class '
+                          f'number nor a list of numbers; fix the file (or {fix}).')
+    missing = [f for f in fnames if f not in labels]
+    if missing:
+        raise SourceError(f'{where}/dataset.json has no label for {missing[0]}; label every image or remove dataset.json.')
+    extra = sorted(set(labels) - set(fnames))
+    if extra:
+        raise SourceError(f'{where}/dataset.json has {len(labels)} labels for {len(fnames)} images (no image {extra[0]}); '
+                          f'pair it with its own images (or {fix}).')
+    return labels
+
+def open_image_folder(path, max_images, no_labels=False):
     """Images found recursively under folder `path` (hidden files skipped; dataset.json = labels)."""
     names = [os.path.relpath(os.path.join(root, f), path).replace(os.sep, '/')
              for root, _dirs, files in os.walk(path) for f in files]
@@ -239,16 +262,16 @@ def open_image_folder(path, max_images):
     def read_bytes(name):
         with open(os.path.join(path, name), 'rb') as f:
             return f.read()
-    return _image_collection(path.rstrip('/\\'), names, read_bytes, max_images)
+    return _image_collection(path.rstrip('/\\'), names, read_bytes, max_images, no_labels)
 
-def open_image_zip(path_or_file, where, max_images):
+def open_image_zip(path_or_file, where, max_images, no_labels=False):
     """Images inside a zip (a path or an open binary file); dataset.json at its root = labels."""
     try:
         archive = zipfile.ZipFile(path_or_file)
         names = [n for n in archive.namelist() if not n.endswith('/')]
-    except (zipfile.BadZipFile, OSError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
         raise SourceError(f'{where} is not a readable zip ({err}); check the file.') from None
-    return _image_collection(where, names, archive.read, max_images)
+    return _image_collection(where, names, archive.read, max_images, no_labels)
 
 def _open_path_or_url(path):
     """Binary file object for a local path or a URL (http(s), file://; through dnnlib.util.open_url)."""
@@ -264,12 +287,14 @@ def read_idx(path, expected_magic):
             data = f.read()
         if data[:2] == b'\x1f\x8b':
             data = gzip.decompress(data)
-    except (OSError, EOFError, ValueError) as err:
+    except (OSError, EOFError, ValueError, zlib.error) as err:
         raise SourceError(f'{path} could not be read ({err}); check the path or re-download the file.') from None
     if len(data) < 8 or struct.unpack('>I', data[:4])[0] != expected_magic:
         raise SourceError(f'{path} is not an MNIST IDX file (bad magic number); use the original '
                           f'*-images-idx3-ubyte[.gz] / *-labels-idx1-ubyte[.gz] files.')
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise SourceError(f'{path} is truncated (its header ends after {len(data)} bytes); re-download it.')
     dims = struct.unpack(f'>{ndim}I', data[4:4 + 4 * ndim])
     body = data[4 + 4 * ndim:]
     if len(body) != int(np.prod(dims)):
@@ -287,20 +312,24 @@ def mnist_labels_path(images_path):
         return candidates[0]
     return next((c for c in candidates if os.path.isfile(c)), None)
 
-def open_mnist(path, max_images):
-    """MNIST IDX digits (grey 28x28) with the labels from the matching labels file when present."""
+def open_mnist(path, max_images, no_labels=False):
+    """MNIST IDX digits (grey 28x28) with the labels of the matching labels file, which must be
+    there and readable unless `no_labels` (then none are read)."""
     images = read_idx(path, 2051)
     if images.ndim != 3:
         raise SourceError(f'{path} holds {images.ndim}-d data, not a stack of images; use an idx3 images file.')
-    labels_path = mnist_labels_path(path)
     labels = None
-    if labels_path is not None:
+    if not no_labels:
+        labels_path = mnist_labels_path(path)
+        if labels_path is None:
+            raise SourceError(f'no MNIST labels file (*-labels-idx1-ubyte[.gz]) was found next to {path}; put it there, '
+                              f'or pass --no-labels to write the digits without labels.')
         try:
             labels = read_idx(labels_path, 2049)
-        except SourceError:
-            if not path.startswith(URL_SCHEMES):
-                raise
-        if labels is not None and labels.shape != images.shape[:1]:
+        except SourceError as err:
+            raise SourceError(f'{str(err).rstrip(".")} (the labels of {os.path.basename(path)}; or pass --no-labels to write '
+                              f'the digits without labels).') from None
+        if labels.shape != images.shape[:1]:
             raise SourceError(f'{labels_path} has {labels.shape[0]} labels for {images.shape[0]} images; '
                               f'pair the images file with its own labels file.')
     images = images[:max_images]
@@ -342,7 +371,7 @@ def open_builtin_digits(max_images, seed):
             yield index, render_digit(label, rng), label
     return Source('RGB', [(BUILTIN_TILE, BUILTIN_TILE)], True, iterate())
 
-def open_source(source, max_images, seed):
+def open_source(source, max_images, seed, no_labels=False):
     """Dispatch on --source: builtin:digits, an MNIST IDX file, a folder or a zip (path or URL)."""
     if source.startswith('builtin:'):
         if source != 'builtin:digits':
@@ -354,16 +383,20 @@ def open_source(source, max_images, seed):
     if 'idx3-ubyte' in name:
         if not is_url and not os.path.isfile(path):
             raise SourceError(f'--source {source} does not exist; give the path of an MNIST *-images-idx3-ubyte[.gz] file.')
-        return open_mnist(path, max_images)
+        return open_mnist(path, max_images, no_labels)
     if is_url and name.lower().endswith('.zip'):
-        with _open_path_or_url(path) as f:
-            return open_image_zip(io.BytesIO(f.read()), source, max_images)
+        try:
+            with _open_path_or_url(path) as f:
+                data = f.read()
+        except OSError as err:
+            raise SourceError(f'--source {source} could not be downloaded ({err}); check the URL.') from None
+        return open_image_zip(io.BytesIO(data), source, max_images, no_labels)
     if not is_url and os.path.isdir(path):
-        return open_image_folder(path, max_images)
+        return open_image_folder(path, max_images, no_labels)
     if not is_url and not os.path.exists(path):
         raise SourceError(f'--source {source} does not exist; give an image folder, a .zip, an MNIST IDX file or builtin:digits.')
     if not is_url and name.lower().endswith('.zip'):
-        return open_image_zip(path, source, max_images)
+        return open_image_zip(path, source, max_images, no_labels)
     raise SourceError(f'--source {source} is not a folder, a .zip, an MNIST *-images-idx3-ubyte[.gz] file or '
                       f'builtin:digits; convert it to one of those.')
 
@@ -472,7 +505,7 @@ def check_options(o):
 def convert_dataset(o):
     """Read the source, convert every image and write the dataset; returns a one-line summary."""
     check_options(o)
-    source = open_source(o.source, max_images=o.max_images, seed=o.seed)
+    source = open_source(o.source, max_images=o.max_images, seed=o.seed, no_labels=o.no_labels)
     sizes = {output_size(w, h, o) for w, h in source.sizes}
     if len(sizes) > 1:
         raise OptionError(f'the images of {o.source} come out in {len(sizes)} different sizes; add --resolution=N '
@@ -480,7 +513,7 @@ def convert_dataset(o):
     (out_w, out_h), = sizes
     mode = 'RGB' if (o.colorize or source.mode == 'RGB') else 'L'
     writer = DatasetWriter(o.dest)  # refuses an existing non-empty destination before writing anything
-    labels = [] if source.has_labels else None
+    labels = [] if source.has_labels and not o.no_labels else None
     count = 0
     try:
         for index, image, label in source.images:
@@ -522,6 +555,7 @@ def convert_dataset(o):
 @click.option('--jitter', help='Random offset of the placed content, in pixels [default: 0]', type=int, default=0)
 @click.option('--colorize', help='Colour-MNIST: random foreground colour on black, RGB output', is_flag=True)
 @click.option('--seed', help='Random seed for placement, colours and builtin:digits [default: 0]', type=int, default=0)
+@click.option('--no-labels', help='Write the images without labels (else unreadable or missing labels are an error)', is_flag=True)
 def main(**kwargs):
     options = _Options(kwargs)
     try:

@@ -28,6 +28,7 @@ import torch
 
 import dnnlib
 import legacy
+from torch_utils import plugins
 
 #----------------------------------------------------------------------------
 # Arguments.
@@ -69,26 +70,13 @@ class SeedList(click.ParamType):
         return seeds
 
 def parse_device(text):
-    """'auto' -> cuda when present else cpu; otherwise a torch device name."""
-    if text == 'auto':
-        return torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    """'auto' -> cuda when present else cpu; otherwise a torch device name (see plugins.parse_device)."""
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise click.BadParameter(f'{text!r} is not a device; use auto, cpu, cuda or cuda:N.', param_hint='--device')
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu (or auto).', param_hint='--device')
-    return device
+        return plugins.parse_device(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--device')
 
-def load_plugin():
-    """The MS-PE registration module, or None when mspe_plugin is not importable."""
-    try:
-        from mspe_plugin import register
-    except ImportError:
-        return None
-    return register
-
-PLUGIN = load_plugin()
+PLUGIN = plugins.load_plugin_or_exit()     # None when mspe_plugin is not installed
 
 def plugin_options(fn):
     """The plugin's canvas flags (--shift --zoom --size --wrap --extent --translate-strip), when installed."""

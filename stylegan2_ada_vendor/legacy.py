@@ -9,7 +9,12 @@ Two file formats hold trained networks:
 - Weights-only files (`save_network_weights`): one torch.save zip of plain tensors (each
   network's state_dict) plus, as JSON text, the importable class name and constructor arguments
   of each network. `load_network_weights` reads it with torch.load(weights_only=True) and builds
-  the networks from the code installed here: nothing stored in the file is executed.
+  the networks from the code installed here: nothing stored in the file is executed. It builds
+  only classes declared to be networks (NETWORK_CLASSES: the host's training.networks and
+  training.augment classes and mspe_plugin.networks; more through `register_network_class` or
+  the `stylegan2_ada.networks` entry-point group), and refuses any other name before importing
+  anything. Constructor arguments are JSON data; a `class_name` inside them (or inside the
+  extra entries, e.g. training_set_kwargs) must also name a declared class.
 
 `load_network_pkl` tells the two apart by their first bytes and returns the same dict for both.
 Anything else (a truncated or corrupt file, a text file, a pickle of something else) raises
@@ -23,7 +28,6 @@ import io
 import json
 import os
 import pickle
-import tempfile
 import warnings
 
 import click
@@ -220,16 +224,8 @@ def save_network_weights(path, networks, extra=None):
             records[name] = _network_record(name, net)
     payload = dict(format=WEIGHTS_FORMAT, version=WEIGHTS_VERSION, networks=records,
                    extra=_to_json(extra, 'The extra data'))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(payload, f)
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with dnnlib.util.atomic_write(path) as f:
+        torch.save(payload, f)
 
 def load_network_weights(path, device='cpu', where=None):
     """Read a file written by save_network_weights and rebuild its networks from the classes
@@ -251,20 +247,125 @@ def load_network_weights(path, device='cpu', where=None):
     if payload.get('version') != WEIGHTS_VERSION:
         raise NetworkLoadError(f'{where} is a weights file of version {payload.get("version")}, '
                                f'and this host reads version {WEIGHTS_VERSION}.')
-    result = json.loads(payload['extra'], object_hook=dnnlib.EasyDict)
-    for name, record in payload['networks'].items():
+    networks = payload.get('networks')
+    if not isinstance(networks, dict) or not all(isinstance(key, str) for key in networks):
+        raise NetworkLoadError(f'{where} is a damaged weights file: its network table is not a dict of named records.')
+    result = _parse_json(payload.get('extra'), where, 'the extra entries')
+    if not isinstance(result, dict):
+        raise NetworkLoadError(f'{where} is a damaged weights file: its extra entries are not a JSON object.')
+    _check_class_references(result, where, 'the extra entries')
+    for name, record in networks.items():
         result[name] = _build_network(name, record, where).to(device)
     return result
 
-def _build_network(name, record, where):
-    class_name = record['class_name']
-    args = json.loads(record['init_args'], object_hook=dnnlib.EasyDict)
-    kwargs = json.loads(record['init_kwargs'], object_hook=dnnlib.EasyDict)
+# Which classes a weights file may name. Only names are compared: a name that is not declared
+# here is refused before any module is imported, so a file cannot reach os.system & co.
+NETWORK_CLASSES = {
+    'training.networks.Generator', 'training.networks.Discriminator', 'training.networks.MappingNetwork',
+    'training.networks.SynthesisNetwork', 'training.networks.SynthesisBlock', 'training.networks.SynthesisLayer',
+    'training.networks.ToRGBLayer', 'training.networks.FullyConnectedLayer', 'training.networks.Conv2dLayer',
+    'training.networks.DiscriminatorBlock', 'training.networks.DiscriminatorEpilogue',
+    'training.networks.MinibatchStdLayer', 'training.augment.AugmentPipe',
+    'mspe_plugin.networks.Generator', 'mspe_plugin.networks.SynthesisNetwork',
+}
+DATA_CLASSES = {'training.dataset.ImageFolderDataset'}     # May appear in training_set_kwargs.
+ENTRY_POINT_GROUP = 'stylegan2_ada.networks'                 # Installed packages may declare networks here.
+_CLASS_KEYS = ('class_name', 'func_name')                   # Argument keys that name something to build.
+
+def register_network_class(cls_or_name):
+    """Declare a network class that weights-only files may construct here, e.g. for a fork's
+    own generator: `legacy.register_network_class('mymodels.nets.Generator')` (or pass the class).
+
+    An installed package can declare the same without code through an entry point in the group
+    `stylegan2_ada.networks` whose value is the class (`pkg.mod:Class`); those are read when a
+    weights file is loaded. Register only classes whose constructor does nothing but build a
+    torch.nn.Module: the file chooses their arguments (JSON data).
+    """
+    if isinstance(cls_or_name, type):
+        name = f'{cls_or_name.__module__}.{cls_or_name.__qualname__}'
+    else:
+        name = str(cls_or_name)
+    if not all(part.isidentifier() for part in name.split('.')) or '.' not in name:
+        raise ValueError(f'{name!r} is not a dotted class name (package.module.Class).')
+    NETWORK_CLASSES.add(name)
+    return name
+
+def _entry_point_classes():
+    """Class names declared by installed packages in ENTRY_POINT_GROUP (nothing is imported)."""
     try:
-        net = dnnlib.util.construct_class_by_name(*args, class_name=class_name, **kwargs)
+        from importlib.metadata import entry_points
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except Exception:   # a broken distribution's metadata must not break loading
+        return set()
+    return {ep.value.replace(':', '.').strip() for ep in found}
+
+def _declared(class_name, allowed):
+    return isinstance(class_name, str) and (class_name in allowed or class_name in _entry_point_classes())
+
+class _NotANetwork(Exception):
+    pass
+
+def _network_class(class_name):
+    """The declared class `class_name`, imported; anything but a torch.nn.Module subclass is refused."""
+    cls = dnnlib.util.get_obj_by_name(class_name)
+    if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+        raise _NotANetwork(f'is declared as a network but is a {type(cls).__name__}, not a torch.nn.Module class')
+    return cls
+
+def _parse_json(text, where, what):
+    if not isinstance(text, str):
+        raise NetworkLoadError(f'{where} is a damaged weights file: {what} are not JSON text.')
+    try:
+        return json.loads(text, object_hook=dnnlib.EasyDict)
+    except ValueError as err:
+        raise NetworkLoadError(f'{where} is a damaged weights file: {what} are not valid JSON ({_first_line(err)}).') from None
+
+def _check_record(name, record, where):
+    """Refuse a network record unless it has the fields save_network_weights writes, with their
+    types, and names a declared network class."""
+    if not isinstance(record, dict) or not isinstance(record.get('class_name'), str):
+        raise NetworkLoadError(f'{where} is a damaged weights file: network {name!r} has no class name.')
+    class_name = record['class_name']
+    if not _declared(class_name, NETWORK_CLASSES):
+        raise NetworkLoadError(f'{where} names the class {class_name!r} for network {name!r}, which this installation does not '
+                               f'declare to be a network, so the file is refused (if you trust it, call '
+                               f'legacy.register_network_class({class_name!r}) first).')
+    state = record.get('state_dict')
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise NetworkLoadError(f'{where} is a damaged weights file: the weights of network {name!r} are not a dict of named tensors.')
+    if not isinstance(record.get('training'), bool) or not isinstance(record.get('frozen'), str):
+        raise NetworkLoadError(f'{where} is a damaged weights file: network {name!r} lacks its training mode or frozen list.')
+
+def _check_class_references(value, where, what):
+    """Refuse `class_name` / `func_name` entries anywhere in JSON data unless they name a declared
+    class: hosts build such configs with construct_class_by_name (e.g. calc_metrics builds the
+    recorded training_set_kwargs)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in _CLASS_KEYS and not _declared(item, NETWORK_CLASSES | DATA_CLASSES):
+                raise NetworkLoadError(f'{where}: {what} refers to {item!r} as its {key}, which is not a class this installation '
+                                       f'declares, so the file is refused.')
+            _check_class_references(item, where, what)
+    elif isinstance(value, list):
+        for item in value:
+            _check_class_references(item, where, what)
+
+def _build_network(name, record, where):
+    _check_record(name, record, where)
+    class_name = record['class_name']
+    args = _parse_json(record['init_args'], where, f'the constructor arguments of network {name!r}')
+    kwargs = _parse_json(record['init_kwargs'], where, f'the constructor arguments of network {name!r}')
+    if not isinstance(args, list) or not isinstance(kwargs, dict):
+        raise NetworkLoadError(f'{where}: the constructor arguments of network {name!r} are not a JSON list and object.')
+    _check_class_references(args, where, f'network {name!r}')
+    _check_class_references(kwargs, where, f'network {name!r}')
+    try:
+        net = _network_class(class_name)(*args, **kwargs)
     except ImportError as err:
         raise NetworkLoadError(f'{where} needs {class_name} for network {name!r}, which cannot be imported here '
                                f'({_first_line(err)}); install the package that defines it.') from err
+    except _NotANetwork as err:
+        raise NetworkLoadError(f'{where}: {class_name} (network {name!r}) {err}, so it is not built.') from None
     except Exception as err:
         raise NetworkLoadError(f'{where}: {class_name} refused the stored arguments of network {name!r} '
                                f'({_first_line(err)}).') from err
@@ -273,7 +374,8 @@ def _build_network(name, record, where):
     except RuntimeError as err:
         raise NetworkLoadError(f'{where}: the stored weights of network {name!r} do not fit {class_name} '
                                f'({_first_line(err)}).') from err
-    frozen = set(json.loads(record['frozen']))
+    frozen = _parse_json(record['frozen'], where, f'the frozen parameters of network {name!r}')
+    frozen = set(frozen) if isinstance(frozen, list) and all(isinstance(key, str) for key in frozen) else set()
     for key, param in net.named_parameters():
         param.requires_grad_(key not in frozen)
     return net.train(record['training'])

@@ -37,21 +37,14 @@ import torch.nn.functional as F
 
 import dnnlib
 import legacy
+from torch_utils import plugins
 
 VGG16_URL = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt'
 
 #----------------------------------------------------------------------------
 # Plugin hook (as train.py): canvas flags exist when mspe_plugin is importable.
 
-def load_plugin():
-    """The MS-PE registration module, or None when mspe_plugin is not importable."""
-    try:
-        from mspe_plugin import register
-    except ImportError:
-        return None
-    return register
-
-PLUGIN = load_plugin()
+PLUGIN = plugins.load_plugin_or_exit()     # None when mspe_plugin is not installed
 
 def canvas_flags(fn):
     """Add the plugin's canvas flags (--shift --zoom --size --wrap --extent) when it is installed."""
@@ -208,7 +201,7 @@ def project(
 ):
     """Find ws (and the canvas) whose image matches `target`. Returns a Projection."""
     log = log or (lambda *args: None)
-    device = torch.device(device) if device is not None else (torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu'))
+    device = torch.device(device) if device is not None else plugins.default_device()
     if fit_zoom and not fit_canvas:
         raise ValueError('fit_zoom needs fit_canvas.')
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
@@ -334,16 +327,11 @@ def save_image(array, path):
     PIL.Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array, 'L' if array.shape[2] == 1 else 'RGB').save(path)
 
 def parse_device(text):
-    """'auto' -> cuda when present else cpu; otherwise a torch device name."""
-    if text == 'auto':
-        return torch.device('cuda') if torch.cuda.is_available() else torch.device('cpu')
+    """'auto' -> cuda when present else cpu; otherwise a torch device name (see plugins.parse_device)."""
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise click.BadParameter(f'{text!r} is not a device; use auto, cpu, cuda or cuda:N.', param_hint='--device')
-    if device.type == 'cuda' and not torch.cuda.is_available():
-        raise click.BadParameter('CUDA is not available on this machine; use --device=cpu (or auto).', param_hint='--device')
-    return device
+        return plugins.parse_device(text)
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint='--device')
 
 def video_writer_available():
     """Whether imageio with its ffmpeg backend is installed (needed for --save-video)."""

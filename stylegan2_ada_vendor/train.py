@@ -14,7 +14,6 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      (mspe_plugin/register.py).
 """
 
-import importlib.util
 import json
 import os
 import re
@@ -27,6 +26,7 @@ import click
 import torch
 
 import dnnlib
+from torch_utils import plugins
 from torch_utils import training_stats
 from training import training_loop
 
@@ -60,14 +60,12 @@ RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers'}
 # Plugin hook: a plugin module exposing the mspe_plugin.register API (mspe_plugin/register.py).
 
 def load_plugin():
-    """The MS-PE registration module, or None when mspe_plugin is not importable."""
+    """The MS-PE registration module, or None when mspe_plugin is not installed; a broken install
+    is one sentence (plugins.load_plugin)."""
     try:
-        if importlib.util.find_spec('mspe_plugin') is None or importlib.util.find_spec('mspe_plugin.register') is None:
-            return None
-    except ImportError:
-        return None
-    from mspe_plugin import register
-    return register
+        return plugins.load_plugin()
+    except plugins.PluginError as err:
+        raise click.ClickException(str(err))
 
 def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None):
     """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
@@ -90,7 +88,8 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None):
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None,
+                               resume_skip_mismatch=False):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -225,6 +224,10 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         args.resume_pkl = RESUME_SPECS.get(resume, resume)
         args.ada_kimg = 100    # react faster at the start of transfer learning
         args.ema_rampup = None    # the resumed G_ema is already meaningful
+        if resume_skip_mismatch:
+            args.resume_skip_mismatch = True
+    elif resume_skip_mismatch:
+        raise click.ClickException('--resume-skip-mismatch only applies with --resume=PKL; add --resume or drop it.')
     if freezed is not None:
         if freezed < 0:
             raise click.ClickException(f'--freezed must be non-negative; got {freezed}.')
@@ -418,10 +421,8 @@ def trim_stats(stats_path, max_kimg):
         if kimg * 1000 <= max_kimg * 1000 + max(1, 1e-5 * max_kimg * 1000):
             keep.append(line)
     if len(keep) != len(lines):
-        tmp_path = stats_path + '.tmp'
-        with open(tmp_path, 'w') as f:
+        with dnnlib.util.atomic_write(stats_path, 'w') as f:
             f.write(''.join(line + '\n' for line in keep))
-        os.replace(tmp_path, stats_path)
     return len(lines) - len(keep)
 
 def _upgrade_recipe_kwargs(args, run_dir):
@@ -467,7 +468,7 @@ def clean_run_dir(run_dir, resumed_kimg):
     """Before continuing: remove temporary files of snapshots interrupted mid-write and the
     stats.jsonl lines of ticks that will be redone. :return: number of stats lines dropped."""
     for name in os.listdir(run_dir):
-        if re.match(r'^.*\.pkl\.tmp\d*$', name):
+        if re.match(r'^.*\.(pkl|json|jsonl)\.tmp\d*$', name):
             os.remove(os.path.join(run_dir, name))
     return trim_stats(os.path.join(run_dir, 'stats.jsonl'), resumed_kimg)
 
@@ -478,7 +479,7 @@ def subprocess_fn(rank, args, temp_dir):
     """Run training_loop as process `rank` of args.num_gpus (rank 0 writes log.txt)."""
     if rank == 0:
         dnnlib.util.Logger(file_name=os.path.join(args.run_dir, 'log.txt'), file_mode='a', should_flush=True)
-    device = training_loop.default_device(rank)
+    device = plugins.default_device(rank)
     if args.num_gpus > 1:
         if device.type == 'cpu':
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))
@@ -594,6 +595,7 @@ def parse_comma_list(text):
 @click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
 @click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
 @click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
+@click.option('--resume-skip-mismatch', help='With --resume: keep tensors whose shape differs in PKL as initialised instead of stopping', is_flag=True, default=None)
 # Not upstream: training recipe of the committed digit models (training/loss_labelce.py).
 @click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection [default: 0]", type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
@@ -639,7 +641,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         if plugin is not None and (pe is not None or pe_resize is not None or pe_margin is not None or pe_padding is not None):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)
@@ -666,7 +668,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     check_metric_detector(args.metrics)
     if resume_run is None:
         args.run_dir = next_run_dir(outdir, desc)
-        with open(os.path.join(args.run_dir, 'training_options.json'), 'wt') as f:
+        with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
             json.dump(args, f, indent=2)
     print('Launching processes...')
     if resume_run is not None:

@@ -1,6 +1,7 @@
 """legacy: snapshot pickles and weights-only files load to the same networks; bad files fail in
 one sentence; a pickle loads where training/networks.py is gone."""
 
+import json
 import os
 import pickle
 import shutil
@@ -124,10 +125,104 @@ def test_pickle_of_a_rebuilt_class_records_its_importable_name(tmp_path):
     path = str(tmp_path / 'w.pt')
     legacy.save_network_weights(path, dict(G=net))
     assert torch.load(path, weights_only=True)['networks']['G']['class_name'] == 'mymodels.nets.Gen'
+    # Not declared: refused by name. Declared: the loader tries it and says it cannot be imported.
     with pytest.raises(legacy.NetworkLoadError) as info:
         legacy.load_network_weights(path)
+    assert "'mymodels.nets.Gen'" in str(info.value) and 'does not declare to be a network' in str(info.value)
+    legacy.register_network_class('mymodels.nets.Gen')
+    try:
+        with pytest.raises(legacy.NetworkLoadError) as info:
+            legacy.load_network_weights(path)
+    finally:
+        legacy.NETWORK_CLASSES.discard('mymodels.nets.Gen')
     message = str(info.value)
     assert 'needs mymodels.nets.Gen' in message and 'cannot be imported' in message and '\n' not in message
+
+#----------------------------------------------------------------------------
+# Hostile weights files: they name callables that are not networks, or smuggle one in as an argument.
+
+def _hostile_file(path, class_name, init_args=(), init_kwargs=None, state_dict=None, extra=None):
+    record = dict(class_name=class_name, init_args=json.dumps(list(init_args)), init_kwargs=json.dumps(init_kwargs or {}),
+                  state_dict=state_dict or {}, training=False, frozen='[]')
+    torch.save(dict(format=legacy.WEIGHTS_FORMAT, version=legacy.WEIGHTS_VERSION, networks=dict(G_ema=record),
+                    extra=json.dumps(extra or {})), str(path))
+    torch.load(str(path), weights_only=True)      # a valid weights-only file as far as torch can tell
+    return path
+
+def _generator_record_parts():
+    G = tiny_generator()
+    return json.loads(json.dumps(G.init_kwargs)), G.state_dict()
+
+@pytest.mark.parametrize('case', ['os.system', 'builtins.exec', 'subprocess.Popen', 'argument', 'extra'])
+def test_hostile_weights_file_is_refused_before_anything_runs(tmp_path, case):
+    marker = tmp_path / 'pwned'
+    path = tmp_path / f'{case}.pt'
+    kwargs, state = _generator_record_parts()
+    if case == 'os.system':
+        _hostile_file(path, 'os.system', [f'touch {marker}'])
+    elif case == 'builtins.exec':
+        _hostile_file(path, 'builtins.exec', [f'open({str(marker)!r}, "w").close()'])
+    elif case == 'subprocess.Popen':
+        _hostile_file(path, 'subprocess.Popen', [['touch', str(marker)]])
+    elif case == 'argument':    # a legitimate class, with a callable smuggled into its arguments
+        kwargs['mapping_kwargs'] = dict(kwargs['mapping_kwargs'], class_name='subprocess.Popen', args=['touch', str(marker)])
+        _hostile_file(path, 'training.networks.Generator', init_kwargs=kwargs, state_dict=state)
+    else:                       # ... or into the dataset config that calc_metrics would build
+        _hostile_file(path, 'training.networks.Generator', init_kwargs=kwargs, state_dict=state,
+                      extra=dict(training_set_kwargs=dict(class_name='os.system', command=f'touch {marker}')))
+    with pytest.raises(legacy.NetworkLoadError) as info:
+        load(path)
+    message = assert_one_sentence(info.value, path)
+    if case in ('argument', 'extra'):
+        bad = 'subprocess.Popen' if case == 'argument' else 'os.system'
+        assert f"refers to '{bad}'" in message and 'not a class this installation declares' in message
+    else:
+        assert f"names the class '{case}'" in message and 'does not declare to be a network' in message
+    assert not marker.exists()
+
+def test_hostile_class_name_is_refused_before_its_module_is_imported(tmp_path):
+    """The name is compared, not the object: the module a hostile file names is never imported
+    (importing a module can run code)."""
+    module_dir = tmp_path / 'mods'
+    module_dir.mkdir()
+    marker = tmp_path / 'imported'
+    (module_dir / 'evil_side_effect.py').write_text(f'open({str(marker)!r}, "w").close()\nclass Net: pass\n')
+    path = _hostile_file(tmp_path / 'w.pt', 'evil_side_effect.Net')
+    sys.path.insert(0, str(module_dir))
+    try:
+        with pytest.raises(legacy.NetworkLoadError):
+            load(path)
+    finally:
+        sys.path.remove(str(module_dir))
+    assert not marker.exists() and 'evil_side_effect' not in sys.modules
+
+def test_registered_class_loads_from_weights(tmp_path):
+    module_dir = tmp_path / 'mods'
+    module_dir.mkdir()
+    (module_dir / 'fork_nets.py').write_text(textwrap.dedent('''
+        import torch
+        from torch_utils import persistence
+        @persistence.persistent_class
+        class Gen(torch.nn.Module):
+            def __init__(self, width):
+                super().__init__()
+                self.w = torch.nn.Parameter(torch.arange(width, dtype=torch.float32))
+    '''))
+    sys.path.insert(0, str(module_dir))
+    try:
+        import fork_nets
+        path = str(tmp_path / 'w.pt')
+        legacy.save_network_weights(path, dict(G=fork_nets.Gen(3)))
+        with pytest.raises(legacy.NetworkLoadError, match='does not declare to be a network'):
+            legacy.load_network_weights(path)
+        assert legacy.register_network_class(fork_nets.Gen) == 'fork_nets.Gen'
+        assert torch.equal(legacy.load_network_weights(path)['G'].w, torch.arange(3.0))
+    finally:
+        legacy.NETWORK_CLASSES.discard('fork_nets.Gen')
+        sys.path.remove(str(module_dir))
+        sys.modules.pop('fork_nets', None)
+    with pytest.raises(ValueError, match='not a dotted class name'):
+        legacy.register_network_class('os.system; rm')
 
 def test_weights_need_a_persistent_class(tmp_path):
     with pytest.raises(ValueError, match='not built by a persistent class'):
@@ -140,15 +235,57 @@ def test_bare_generator_pickle_becomes_G_and_G_ema(tmp_path):
     assert data['D'] is None and data['G'] is data['G_ema']
     assert torch.equal(render(data['G_ema']), render(G))
 
-def test_force_fp16_rebuilds_with_clamp_and_same_weights(tmp_path):
+def _synthesis_blocks(G):
+    return [getattr(G.synthesis, f'b{res}') for res in G.synthesis.block_resolutions]
+
+def test_force_fp16_marks_the_four_highest_resolutions_with_clamp_and_same_weights(tmp_path):
+    """--force-fp16 as upstream: the blocks of the 4 highest resolutions (here, of a 16 px G with
+    blocks 4, 8, 16: those of 8 and 16, upstream's floor being 8) switch to FP16 and every conv
+    clamps at 256; the weights are the same tensors."""
     pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
     plain, fp16 = load(pkl), load(pkl, force_fp16=True)
     kwargs = fp16['G_ema'].init_kwargs
     assert kwargs.synthesis_kwargs.num_fp16_res == 4 and kwargs.synthesis_kwargs.conv_clamp == 256
     assert fp16['D'].init_kwargs.conv_clamp == 256
+    assert [b.use_fp16 for b in _synthesis_blocks(plain['G_ema'])] == [False, False, False]
+    assert [b.use_fp16 for b in _synthesis_blocks(fp16['G_ema'])] == [False, True, True]
+    assert all(b.conv1.conv_clamp == 256 for b in _synthesis_blocks(fp16['G_ema']))
     for a, b in zip(plain['G_ema'].state_dict().values(), fp16['G_ema'].state_dict().values()):
         assert torch.equal(a, b)
+    # On the CPU the host runs FP16 blocks in float32 (half precision only on CUDA): the clamp
+    # at 256 is the only difference, and this model's activations stay far below it.
     assert torch.allclose(render(fp16['G_ema']), render(plain['G_ema']), atol=1e-4)
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='the host computes FP16 blocks in float16 only on CUDA '
+                    '(on the CPU they run in float32, covered by the test above); no CUDA device here')
+def test_force_fp16_renders_in_half_precision_on_cuda(tmp_path):
+    pkl = write_pickle(tiny_snapshot(), tmp_path / 'snap.pkl')
+    plain = load(pkl)['G_ema'].cuda()
+    fp16 = load(pkl, force_fp16=True)['G_ema'].cuda()
+    dtypes = []
+    fp16.synthesis.b16.conv1.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    z = torch.from_numpy(np.random.RandomState(0).randn(2, 8)).float().cuda()
+    c = torch.zeros([2, 0], device='cuda')
+    with torch.no_grad():
+        a, b = plain(z, c, noise_mode='const'), fp16(z, c, noise_mode='const')
+    assert dtypes == [torch.float16]
+    assert b.dtype == torch.float32 and torch.isfinite(b).all()
+    assert (a - b).abs().max() < 0.05 * a.abs().max()
+
+def test_half_precision_weights_file_renders_within_fp16_rounding(tmp_path):
+    """A weights file written from a network converted to float16 (half the size) loads into the
+    float32 classes and renders what the float32 network renders, up to float16 rounding."""
+    import copy
+    G = tiny_generator().eval()
+    path = str(tmp_path / 'half.pt')
+    legacy.save_network_weights(path, dict(G_ema=copy.deepcopy(G).half()))
+    stored = torch.load(path, weights_only=True)['networks']['G_ema']['state_dict']
+    assert {t.dtype for t in stored.values() if t.is_floating_point()} == {torch.float16}
+    loaded = load(path)['G_ema']
+    assert all(t.dtype == torch.float32 for t in loaded.state_dict().values() if t.is_floating_point())
+    expected, got = render(G), render(loaded)
+    assert not torch.equal(expected, got)                                        # the weights were rounded ...
+    assert (expected - got).abs().max() < 1e-2 * expected.abs().max()            # ... to float16 precision only
 
 #----------------------------------------------------------------------------
 # Bad files.

@@ -237,6 +237,9 @@ def test_mspe_config_trains_through_the_plugin_hook_resuming_a_baseline(digits_z
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / 'runs')
     assert run_dir.endswith('-resumecustom-mspe-rs0.5-2')
+    # The resume says what it could not take from the baseline: MS-PE's gammas are new.
+    new_line = next(line for line in result.stdout.splitlines() if line.strip().startswith('new (kept as initialised):'))
+    assert 'synthesis.pe_gamma8' in new_line and 'unused from the source: synthesis.b4.const' in result.stdout
     G_mspe = load_snapshot(snapshots(run_dir)[-1])['G_ema']
     assert getattr(G_mspe.synthesis, 'pe', None) == 'mspe'    # the plugin's generator, not the host's
     start = G.mapping.fc0.weight.detach().flatten()

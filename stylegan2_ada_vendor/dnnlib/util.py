@@ -9,6 +9,7 @@
   sentence saying where to put the file instead of a hang.
 """
 
+import contextlib
 import hashlib
 import importlib
 import io
@@ -133,6 +134,36 @@ class Logger:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+#----------------------------------------------------------------------------
+# Files that are never half-written.
+
+@contextlib.contextmanager
+def atomic_write(path, mode='wb'):
+    """Write `path` through a temporary file beside it: inside the block, write to the yielded
+    file; when the block ends without an error the data is flushed to disk (fsync) and renamed
+    onto `path` (os.replace), so a kill at any moment leaves either the previous file or the
+    complete new one. On an error the temporary file (`<path>.tmp<pid>`) is removed.
+    """
+    tmp_path = f'{path}.tmp{os.getpid()}'
+    try:
+        with open(tmp_path, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    if os.name == 'posix':  # make the rename itself durable
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 #----------------------------------------------------------------------------
 # Small formatting helpers.

@@ -13,6 +13,7 @@ import torch
 
 import dnnlib
 from metrics import feature_detectors
+from torch_utils import plugins
 
 #----------------------------------------------------------------------------
 
@@ -37,7 +38,7 @@ class MetricOptions:
         self.num_gpus       = num_gpus
         self.rank           = rank
         if device is None:
-            device = torch.device('cuda', rank) if torch.cuda.is_available() else torch.device('cpu')
+            device = plugins.default_device(rank)
         self.device         = torch.device(device)
         self.progress       = progress.sub() if progress is not None and rank == 0 else ProgressMonitor()
         self.cache          = cache

@@ -129,32 +129,69 @@ def named_params_and_buffers(module):
     assert isinstance(module, torch.nn.Module)
     return list(module.named_parameters()) + list(module.named_buffers())
 
-def copy_params_and_buffers(src_module, dst_module, require_all=False):
-    """Copy every same-named, same-shaped tensor of `src_module` into `dst_module`.
+class ShapeMismatchError(ValueError):
+    """Tensors of the same name have different shapes in the source and the destination."""
 
-    Tensors whose name is missing in the source are left as they are (unless `require_all`);
-    a name present in both with different shapes is skipped, so a network of another
-    variant (e.g. MS-PE resumed from a baseline) takes everything that matches.
-    :return: the list of copied names.
+def compare_params_and_buffers(src_module, dst_module):
+    """What copying `src_module` into `dst_module` would do, tensor by tensor.
+
+    :return: EasyDict with lists of names: `copied` (in both, same shape), `new` (only in the
+        destination: they keep their initial values, e.g. MS-PE's pe_gamma* when resuming MS-PE
+        from a baseline), `mismatched` (in both with different shapes; entries are
+        (name, source shape, destination shape)) and `unused` (only in the source).
     """
     assert isinstance(src_module, torch.nn.Module)
     assert isinstance(dst_module, torch.nn.Module)
     src_tensors = dict(named_params_and_buffers(src_module))
-    copied = []
-    for name, tensor in named_params_and_buffers(dst_module):
+    dst_tensors = dict(named_params_and_buffers(dst_module))
+    report = dnnlib.EasyDict(copied=[], new=[], mismatched=[], unused=[n for n in src_tensors if n not in dst_tensors])
+    for name, tensor in dst_tensors.items():
         if name not in src_tensors:
-            if require_all:
-                raise KeyError(f'Source module has no tensor named {name!r}')
-            continue
-        src = src_tensors[name]
-        if src.shape != tensor.shape:
-            if require_all:
-                raise ValueError(f'Shape mismatch for {name!r}: {tuple(src.shape)} vs {tuple(tensor.shape)}')
-            continue
-        with torch.no_grad():
-            tensor.copy_(src.detach())
-        copied.append(name)
-    return copied
+            report.new.append(name)
+        elif src_tensors[name].shape != tensor.shape:
+            report.mismatched.append((name, tuple(src_tensors[name].shape), tuple(tensor.shape)))
+        else:
+            report.copied.append(name)
+    return report
+
+def copy_params_and_buffers(src_module, dst_module, require_all=False, skip_mismatch=False, report=False):
+    """Copy every same-named tensor of `src_module` into `dst_module`.
+
+    Tensors whose name is missing in the source keep their values (KeyError with `require_all`).
+    A name present in both with different shapes raises ShapeMismatchError before anything is
+    copied, unless `skip_mismatch` (then that tensor keeps its value too): a wrong source must
+    not leave a half-initialised network that nobody was told about.
+    :return: the list of copied names; with `report`, compare_params_and_buffers' report.
+    """
+    result = compare_params_and_buffers(src_module, dst_module)
+    if require_all and result.new:
+        raise KeyError(f'Source module has no tensor named {result.new[0]!r}')
+    if result.mismatched and not (skip_mismatch and not require_all):
+        name, src_shape, dst_shape = result.mismatched[0]
+        others = f' (and {len(result.mismatched) - 1} more)' if len(result.mismatched) > 1 else ''
+        raise ShapeMismatchError(f'{name} has shape {list(src_shape)} in the source but {list(dst_shape)} here{others}')
+    src_tensors = dict(named_params_and_buffers(src_module))
+    dst_tensors = dict(named_params_and_buffers(dst_module))
+    with torch.no_grad():
+        for name in result.copied:
+            dst_tensors[name].copy_(src_tensors[name].detach())
+    return result if report else result.copied
+
+def format_copy_report(what, report, max_names=8):
+    """One line per kind of tensor of a compare_params_and_buffers report, for a log."""
+    def names(items):
+        items = [item[0] if isinstance(item, tuple) else item for item in items]
+        more = f', ... ({len(items) - max_names} more)' if len(items) > max_names else ''
+        return ', '.join(items[:max_names]) + more
+    lines = [f'{what}: copied {len(report.copied)} tensors, {len(report.new)} new, {len(report.mismatched)} skipped '
+             f'(shape mismatch), {len(report.unused)} unused from the source.']
+    if report.new:
+        lines.append(f'  new (kept as initialised): {names(report.new)}')
+    if report.mismatched:
+        lines.append('  skipped (shape mismatch): ' + names([f'{n} {list(a)} -> {list(b)}' for n, a, b in report.mismatched]))
+    if report.unused:
+        lines.append(f'  unused from the source: {names(report.unused)}')
+    return '\n'.join(lines)
 
 #----------------------------------------------------------------------------
 # DDP helpers.

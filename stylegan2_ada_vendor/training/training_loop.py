@@ -31,18 +31,13 @@ import torch
 import dnnlib
 import legacy
 from torch_utils import misc
+from torch_utils import plugins
 from torch_utils import training_stats
 
 #----------------------------------------------------------------------------
 
 class TrainingStopped(Exception):
     """The run cannot go on (diverged, or an unusable resume point); the message says why."""
-
-def default_device(rank=0):
-    """cuda:rank when CUDA is available, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device('cuda', rank % torch.cuda.device_count())
-    return torch.device('cpu')
 
 def snapshot_label(cur_nimg, kimg_per_tick, total_kimg=None):
     """File-name label for a tick ending at `cur_nimg` images: '000004' (upstream's whole kimg),
@@ -99,13 +94,10 @@ def save_image_grid(img, fname, drange, grid_size):
 # Files that must never be half-written.
 
 def write_pickle_atomic(obj, path):
-    """Pickle `obj` to `path` through a temporary file and a rename (a kill leaves the old file)."""
-    tmp_path = f'{path}.tmp{os.getpid()}'
-    with open(tmp_path, 'wb') as f:
+    """Pickle `obj` to `path` through a temporary file, fsync and a rename (a kill at any moment
+    leaves the previous file or the complete new one; see dnnlib.util.atomic_write)."""
+    with dnnlib.util.atomic_write(path) as f:
         pickle.dump(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp_path, path)
 
 def _rss_gb():
     """Resident memory of this process in GiB (peak when /proc is unavailable)."""
@@ -179,6 +171,7 @@ def training_loop(
     network_snapshot_ticks  = 50,       # Network pickle every this many ticks, None = never.
     resume_pkl              = None,     # Network pickle (path or URL) to take the weights from.
     resume_progress         = False,    # Also continue counters, optimizer state and p from resume_pkl.
+    resume_skip_mismatch    = False,    # Resuming: keep tensors whose shape differs in resume_pkl as initialised (else an error).
     cudnn_benchmark         = True,     # torch.backends.cudnn.benchmark (CUDA only).
     allow_tf32              = False,    # TF32 matmuls and convolutions (CUDA only).
     abort_fn                = None,     # Callable: True stops training after the current tick.
@@ -186,7 +179,7 @@ def training_loop(
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
-    device = torch.device(device) if device is not None else default_device(rank)
+    device = torch.device(device) if device is not None else plugins.default_device(rank)
     np.random.seed(random_seed * num_gpus + rank)
     torch.manual_seed(random_seed * num_gpus + rank)
     if device.type == 'cuda':
@@ -216,8 +209,14 @@ def training_loop(
             print(f'Resuming from "{resume_pkl}"')
         with dnnlib.util.open_url(resume_pkl) as f:
             resume_data = legacy.load_network_pkl(f)
-        for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
-            misc.copy_params_and_buffers(resume_data[name], module, require_all=False)
+        try:
+            for name, module in [('G', G), ('D', D), ('G_ema', G_ema)]:
+                _resume_module(name, resume_data[name], module, resume_pkl, resume_skip_mismatch, rank)
+        except TrainingStopped:
+            _all_ranks_agree(False, num_gpus, device)
+            raise
+    if resume_pkl is not None and not _all_ranks_agree(True, num_gpus, device):
+        raise TrainingStopped('Another process could not resume.')    # its own message is reported by rank 0
     progress = dict(cur_nimg=0, cur_tick=-1, batch_idx=0, augment_p=augment_p)
     if resume_progress and resume_data is not None:
         if not isinstance(resume_data.get('progress'), dict):
@@ -490,6 +489,29 @@ def _render_grid(G_ema, grid_z, grid_c):
     """G_ema's images of the grid latents, float numpy [N, C, H, W] in about [-1, 1]."""
     with torch.no_grad():
         return torch.cat([G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z, grid_c)]).numpy()
+
+def _all_ranks_agree(ok, num_gpus, device):
+    """True when every process passes ok=True (one all-reduce); lets one process's failure stop
+    the others instead of leaving them waiting in the next collective."""
+    if num_gpus == 1:
+        return ok
+    flag = torch.tensor([0 if ok else 1], dtype=torch.int32, device=device)
+    torch.distributed.all_reduce(flag)
+    return int(flag.item()) == 0
+
+def _resume_module(name, src, dst, resume_pkl, skip_mismatch, rank):
+    """Copy the resumed network `src` into `dst` and print what was copied, new and skipped."""
+    if src is None:
+        if rank == 0:
+            print(f'Resumed {name}: {resume_pkl} has no {name}; it starts from its initial weights.')
+        return
+    try:
+        report = misc.copy_params_and_buffers(src, dst, skip_mismatch=skip_mismatch, report=True)
+    except misc.ShapeMismatchError as err:
+        raise TrainingStopped(f'Cannot resume {name} from {resume_pkl}: {err}; resume from a pickle of the same '
+                              f'architecture, or pass --resume-skip-mismatch to keep those tensors as initialised.') from None
+    if rank == 0:
+        print(misc.format_copy_report(f'Resumed {name}', report))
 
 def _restore_training_state(state_path, cur_nimg, optimizers, loss, rank):
     """Load optimizer moments (and the path-length mean) saved with the snapshot at `cur_nimg`."""
