@@ -108,6 +108,9 @@ def load_network_pkl(f, force_fp16=False):
     result = dict(result)
     for key in NETWORK_KEYS + ('augment_pipe', 'training_set_kwargs'):
         result.setdefault(key, None)
+    for key in NETWORK_KEYS:
+        if isinstance(result[key], torch.nn.Module):
+            upgrade_filter_buffers(result[key])
     if result['G_ema'] is None and isinstance(result['G'], torch.nn.Module):
         result['G_ema'] = result['G']
     if force_fp16:
@@ -156,6 +159,36 @@ def _with_fp16(net, is_generator):
     new = type(net)(*net.init_args, **kwargs).train(net.training).requires_grad_(False)
     misc.copy_params_and_buffers(net, new, require_all=True)
     return new.to(device)
+
+#----------------------------------------------------------------------------
+# Filter layout of older files.
+
+FILTER_BUFFER = 'resample_filter'   # Name of the resampling filter buffers in every network.
+
+def _filter_as_upstream(f):
+    """A stored filter in upstream's layout: a 1-D filter of fewer than 8 taps (meaning the
+    separable f x f, as this host stored [1,3,3,1] before it matched upstream) becomes its 2-D
+    outer product, which is what upfirdn2d.setup_filter stores now; anything else is kept."""
+    if isinstance(f, torch.Tensor) and f.ndim == 1 and f.numel() < 8:
+        return f.ger(f)
+    return f
+
+def upgrade_filter_buffers(net):
+    """Turn `net`'s resampling filters, in place, into the layout upstream and this host store
+    (see _filter_as_upstream). The filter is the same, so the network computes the same images;
+    its state_dict then matches a network built by the current code, so copying, resuming and
+    canvas rendering see one layout for old and new files.
+
+    :return: names of the buffers that changed.
+    """
+    changed = []
+    for module_name, module in net.named_modules():
+        f = module._buffers.get(FILTER_BUFFER)
+        new = _filter_as_upstream(f)
+        if new is not f:
+            module._buffers[FILTER_BUFFER] = new
+            changed.append(f'{module_name}.{FILTER_BUFFER}' if module_name else FILTER_BUFFER)
+    return changed
 
 #----------------------------------------------------------------------------
 # Weights-only files.
@@ -369,8 +402,12 @@ def _build_network(name, record, where):
     except Exception as err:
         raise NetworkLoadError(f'{where}: {class_name} refused the stored arguments of network {name!r} '
                                f'({_first_line(err)}).') from err
+    state = record['state_dict']
+    expected = net.state_dict()
+    state = {key: _filter_as_upstream(value) if key.split('.')[-1] == FILTER_BUFFER and key in expected
+             and expected[key].ndim == 2 else value for key, value in state.items()}
     try:
-        net.load_state_dict(record['state_dict'], strict=True)
+        net.load_state_dict(state, strict=True)
     except RuntimeError as err:
         raise NetworkLoadError(f'{where}: the stored weights of network {name!r} do not fit {class_name} '
                                f'({_first_line(err)}).') from err

@@ -397,11 +397,11 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
         raise click.ClickException(f'--target {target_fname} does not exist; pass the path of an image file.')
 
     G = load_generator(network_pkl, device)
-    if fit_canvas:
-        from mspe_plugin.encoding import Canvas, FittedCanvas
-        canvas = Canvas() if canvas is None else canvas
-    if PLUGIN is not None:
-        PLUGIN.check_canvas_support(G, canvas)
+    if fit_canvas and canvas is None:
+        from mspe_plugin.encoding import Canvas
+        canvas = Canvas()
+    if PLUGIN is not None and canvas is not None:
+        G = PLUGIN.with_canvas_support(G)    # a plain generator (e.g. upstream's) reads its constant on the canvas
     size = canvas.output_size(G.img_resolution) if canvas is not None else (G.img_resolution, G.img_resolution)
     target_uint8 = load_target(target_fname, size, G.img_channels)
     if save_video and not video_writer_available():

@@ -39,17 +39,31 @@ def explicit_upfirdn(x, f2d, up, down, pad):
 def test_upfirdn2d_equals_zero_insert_pad_conv_stride(up, down, pad, shape):
     torch.manual_seed(0)
     x = torch.randn(shape, dtype=torch.float64)
-    f = upfirdn2d.setup_filter([1, 2, 3, 1])                    # separable, not symmetric
-    f2 = torch.outer(f.double(), f.double()).numpy()
-    ref = explicit_upfirdn(x, f2, up, down, pad)
-    for impl in ['ref', 'auto']:
-        out = upfirdn2d.upfirdn2d(x, f, up=up, down=down, padding=pad, impl=impl)
-        assert out.shape == ref.shape
-        assert torch.allclose(out, ref, atol=1e-10)
+    # Not symmetric; as 1-D taps (separable) and in the default 4x4 layout.
+    for filt in [upfirdn2d.setup_filter([1, 2, 3, 1], separable=True), upfirdn2d.setup_filter([1, 2, 3, 1])]:
+        f2 = (torch.outer(filt.double(), filt.double()) if filt.ndim == 1 else filt.double()).numpy()
+        ref = explicit_upfirdn(x, f2, up, down, pad)
+        for impl in ['ref', 'auto']:
+            out = upfirdn2d.upfirdn2d(x, filt, up=up, down=down, padding=pad, impl=impl)
+            assert out.shape == ref.shape
+            assert torch.allclose(out, ref, atol=1e-10)
     # A non-separable 2-D filter through the reference path.
     f2d = torch.tensor([[1., 2., 0.], [0., 1., 3.]])
     out = upfirdn2d.upfirdn2d(x, f2d, up=up, down=down, padding=pad)
     assert torch.allclose(out, explicit_upfirdn(x, f2d.double().numpy(), up, down, pad), atol=1e-10)
+
+def test_setup_filter_stores_short_filters_as_2d_like_upstream():
+    """Upstream's layout: fewer than 8 taps -> normalised outer product [taps, taps]; 8 taps or
+    more stay separable [taps]; `separable` forces either."""
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    assert f.shape == (4, 4) and f.dtype == torch.float32
+    assert torch.allclose(f, torch.outer(torch.tensor([1., 3, 3, 1]), torch.tensor([1., 3, 3, 1])) / 64)
+    assert upfirdn2d.setup_filter([1, 3, 3, 1], separable=True).shape == (4,)
+    assert upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1]).shape == (8,)
+    assert upfirdn2d.setup_filter([1, 2, 3, 4, 4, 3, 2, 1], separable=False).shape == (8, 8)
+    assert upfirdn2d.setup_filter(None).shape == (1, 1) and upfirdn2d.setup_filter([[1., 2.], [3., 4.]]).shape == (2, 2)
+    # Gain applies to the whole 2-D filter: its taps sum to `gain`.
+    assert torch.isclose(upfirdn2d.setup_filter([1, 3, 3, 1], gain=4).sum(), torch.tensor(4.))
 
 def test_upfirdn2d_flip_filter_is_correlation():
     x = torch.randn(1, 1, 6, 6, dtype=torch.float64)
@@ -120,15 +134,16 @@ def test_bias_act_gradcheck_and_unknown_activation():
 #----------------------------------------------------------------------------
 # conv2d_resample: up = conv_transpose + blur, down = blur + strided conv, against explicit chains.
 
+@pytest.mark.parametrize('separable', [True, None])
 @pytest.mark.parametrize('groups', [1, 2])
 @pytest.mark.parametrize('flip_weight', [True, False])
 @pytest.mark.parametrize('hw', [(6, 6), (5, 9)])
-def test_conv2d_resample_up_down_match_explicit_chains(groups, flip_weight, hw):
+def test_conv2d_resample_up_down_match_explicit_chains(groups, flip_weight, hw, separable):
     torch.manual_seed(2)
     x = torch.randn(2, 4, *hw, dtype=torch.float64)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64)
-    f = upfirdn2d.setup_filter([1, 3, 3, 1])
-    f2 = torch.outer(f, f).double()
+    f = upfirdn2d.setup_filter([1, 3, 3, 1], separable=separable)
+    f2 = (torch.outer(f, f) if f.ndim == 1 else f).double()
     wc = w if flip_weight else w.flip([2, 3])                  # correlation kernel
     blur = lambda t, pad: F.conv2d(F.pad(t, pad), f2.flip([0, 1])[None, None].repeat(t.shape[1], 1, 1, 1), groups=t.shape[1])
 

@@ -208,11 +208,15 @@ def test_cli_refuses_missing_or_non_image_target(network_files, tmp_path):
     assert_one_sentence_failure(result, 'not an image')
     assert not outdir.exists()                                   # nothing written on failure
 
-def test_cli_refuses_canvas_flags_for_plain_generator(network_files, tmp_path):
+def test_cli_projects_a_plain_generator_on_a_canvas(network_files, tmp_path):
+    """A plain StyleGAN2 generator (no plugin classes, e.g. upstream's) projects onto a moved
+    canvas too: its learned constant is read on the canvas."""
     outdir = tmp_path / 'out'
-    result = run_cli('--network', network_files['plain'], '--target', network_files['target'], '--outdir', str(outdir), '--shift', '2,0')
-    assert_one_sentence_failure(result, 'canvas')
-    assert not outdir.exists()
+    result = run_cli('--network', network_files['plain'], '--target', network_files['target'], '--outdir', str(outdir),
+                     '--shift', '2,0', '--num-steps', '3')
+    assert result.returncode == 0, result.stderr
+    data = np.load(outdir / 'projected_w.npz')
+    assert tuple(data['canvas_origin']) == (2.0, 0.0)
 
 def test_cli_refuses_missing_network(tmp_path, network_files):
     result = run_cli('--network', str(tmp_path / 'none.pkl'), '--target', network_files['target'], '--outdir', str(tmp_path / 'o'))

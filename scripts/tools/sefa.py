@@ -169,6 +169,9 @@ def main(network_pkl, layers, k, seeds, projected_w, strengths, truncation_psi, 
         if ws.shape[1:] != (G.num_ws, G.w_dim):
             raise click.ClickException(f'--projected-w holds ws of shape {tuple(ws.shape[1:])}, but the network needs {(G.num_ws, G.w_dim)}.')
         targets = [('projected', ws, canvas)]
+        if canvas is not None:      # a plain generator (e.g. upstream's) reads its constant on the canvas
+            from mspe_plugin import register
+            G = register.with_canvas_support(G)
     else:
         from generate import class_label    # the host's --class handling (its checks and messages)
         c = class_label(G, class_idx, device)

@@ -51,8 +51,10 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     :param normalize: scale the filter so its taps sum to 1 (before `gain`).
     :param flip_filter: pre-flip the filter.
     :param gain: overall gain of the filter (its sum after normalising).
-    :param separable: return a 1-D filter (meaning f x f); None = keep a 1-D `f` separable
-        (the separable path is faster), False = expand it to the 2-D outer product.
+    :param separable: return a 1-D filter (meaning f x f); None = as upstream: keep a 1-D `f`
+        separable only from 8 taps on, and expand shorter ones to their 2-D outer product (so
+        the default [1,3,3,1] is stored as a 4x4 buffer, the layout of upstream's state_dicts
+        and pickles; on CPU one 4x4 convolution is also faster than two 1-D passes).
     :return: float32 tensor [taps] (separable) or [height, width].
     """
     if f is None:
@@ -63,7 +65,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     if f.ndim == 0:
         f = f[np.newaxis]
     if separable is None:
-        separable = (f.ndim == 1)
+        separable = (f.ndim == 1 and f.numel() >= 8)
     if f.ndim == 1 and not separable:
         f = f.ger(f)
     assert f.ndim == (1 if separable else 2)
