@@ -11,12 +11,14 @@ GENERATOR_CLASS = 'mspe_plugin.networks.Generator'
 
 #----------------------------------------------------------------------------
 
-def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None):
+def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None, pe_translate=None):
     """Turn the host's generator kwargs (EasyDict with class_name, synthesis_kwargs, ...) into
     an MS-PE / SS-PE / baseline-with-canvas generator, in place. `pe=None` leaves them alone.
-    pe_margin / pe_padding: random training margins and the generator's padding (None: 0, 'zero')."""
+    pe_margin / pe_padding / pe_translate: random training margins, the generator's padding and
+    random training windows (None: 0, 'zero', 0; pe_translate also needs configure_loss)."""
     if pe is None:
-        for flag, value in (('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding)):
+        for flag, value in (('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding),
+                            ('--pe-translate', pe_translate)):
             if value is not None:
                 raise click.BadParameter(f'{flag} needs a positional encoding: add --pe=mspe (or --cfg=mspe).')
         return G_kwargs
@@ -31,9 +33,22 @@ def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin
         synthesis_kwargs['pe_margin'] = int(pe_margin)
     if pe_padding not in (None, 'zero'):
         synthesis_kwargs['pe_padding'] = pe_padding
+    if pe_translate:
+        synthesis_kwargs['pe_translate'] = int(pe_translate)
     return G_kwargs
 
-def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None):
+def configure_loss(loss_kwargs, pe_translate=None):
+    """The reals' half of random training windows: wrap the host's loss (loss_kwargs, an EasyDict
+    with class_name) in mspe_plugin.translate.TranslatedRealsLoss, in place. None / 0 leaves it."""
+    if not pe_translate:
+        return loss_kwargs
+    inner = dict(loss_kwargs)
+    loss_kwargs.clear()
+    loss_kwargs.update(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=int(pe_translate),
+                       inner_class_name=inner.pop('class_name'), **inner)
+    return loss_kwargs
+
+def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None):
     """Suffix for the run folder name: '-mspe', '-mspe-rs0.5-2-m8-padnone', or '' for the plain host."""
     if pe is None:
         return ''
@@ -44,6 +59,8 @@ def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None):
         suffix += f'-m{pe_margin}'
     if pe_padding not in (None, 'zero'):
         suffix += f'-pad{pe_padding}'
+    if pe_translate:
+        suffix += f'-t{pe_translate}'
     return suffix
 
 #----------------------------------------------------------------------------

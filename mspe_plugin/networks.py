@@ -127,6 +127,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         pe_resize       = None,     # (min, max) zoom: "MS-PE w/ random resizing" while training; None = off.
         pe_margin       = 0,        # Training renders random margins of 0..pe_margin output pixels per side, then crops them.
         pe_padding      = 'zero',   # 'zero': the host's zero-padded convolutions; 'none': padding-free (every layer's border ring cropped).
+        pe_translate    = 0,        # Training renders the window at a random offset of -T..T training pixels (reals move alike: mspe_plugin.translate).
         **kwargs,                   # Arguments for the host's SynthesisNetwork (channel_base, channel_max, ...).
     ):
         if pe not in PE_VARIANTS:
@@ -137,6 +138,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
                 raise ValueError(f'pe_resize must be MIN,MAX with 0 < MIN <= MAX, got {pe_resize}.')
         if isinstance(pe_margin, bool) or int(pe_margin) != pe_margin or pe_margin < 0:
             raise ValueError(f'pe_margin must be a non-negative number of pixels, got {pe_margin!r}.')
+        if isinstance(pe_translate, bool) or int(pe_translate) != pe_translate or pe_translate < 0:
+            raise ValueError(f'pe_translate must be a non-negative number of pixels, got {pe_translate!r}.')
         if pe_padding not in PADDINGS:
             raise ValueError(f'Unknown pe_padding {pe_padding!r}: choose one of {", ".join(PADDINGS)}.')
         super().__init__(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **kwargs)
@@ -145,6 +148,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         self.pe_resize = pe_resize
         self.pe_margin = int(pe_margin)
         self.pe_padding = pe_padding
+        self.pe_translate = int(pe_translate)
 
         R = img_resolution
         plan = self._plan(((0, R), (0, R)))
@@ -316,19 +320,22 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         return _crop(img, plan[R]['x'], ((0, height), (0, width)))    # the canvas, without margins and spare pixels
 
     def forward(self, ws, canvas=None, **render_kwargs):
-        if not (self.training and canvas is None and (self.pe_resize is not None or getattr(self, 'pe_margin', 0))):
+        translate = getattr(self, 'pe_translate', 0)
+        if not (self.training and canvas is None and (self.pe_resize is not None or getattr(self, 'pe_margin', 0) or translate)):
             return self.render(ws, canvas=canvas, **render_kwargs)
         # Training: MS-PE with random resizing renders at a random zoom, resized back to R (D sees only R);
         # random margins render the training grid inside a larger canvas and crop it, so the edge of
         # the rendered canvas (and of zero padding) sits at a random distance from content whose
-        # coordinates stay fixed.
+        # coordinates stay fixed; random translation renders the window [t, t + R) (the reals are
+        # moved by their own draw of t, mspe_plugin.translate), so D sees content outside [0, R) too.
         from mspe_plugin.encoding import Canvas    # training needs the plugin installed
         R = self.img_resolution
         zoom = float(np.random.uniform(*self.pe_resize)) if self.pe_resize is not None else 1.0
         size = max(int(round(R * zoom)), 1)
         zoom = size / R
         top, bottom, left, right = (int(m) for m in np.random.randint(0, self.pe_margin + 1, size=4))
-        canvas = Canvas(origin=(-top / zoom, -left / zoom), size=(size + top + bottom, size + left + right), zoom=zoom)
+        ty, tx = (int(t) for t in np.random.randint(-translate, translate + 1, size=2)) if translate else (0, 0)
+        canvas = Canvas(origin=(ty - top / zoom, tx - left / zoom), size=(size + top + bottom, size + left + right), zoom=zoom)
         img = self.render(ws, canvas, **render_kwargs)[:, :, top:top + size, left:left + size]
         if size != R:
             img = F.interpolate(img, size=(R, R), mode='bilinear', align_corners=False, antialias=(size > R))

@@ -67,14 +67,14 @@ def load_plugin():
     except plugins.PluginError as err:
         raise click.ClickException(str(err))
 
-def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None):
+def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None):
     """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
 
     :return: (host cfg name, pe or None, pe_resize (min, max) or None).
     """
     if plugin is None:
         given = [f'--cfg={cfg}'] if cfg in ('mspe', 'sspe') else []
-        given += [flag for flag, value in (('--pe', pe), ('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding)) if value is not None]
+        given += [flag for flag, value in (('--pe', pe), ('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding), ('--pe-translate', pe_translate)) if value is not None]
         if given:
             flag = given[0]
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -608,7 +608,8 @@ def parse_comma_list(text):
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX (needs mspe_plugin)', type=str, metavar='MIN,MAX')
 @click.option('--pe-margin', help='Render random margins of 0..M px per side around the training grid, then crop (needs mspe_plugin)', type=click.IntRange(min=0), metavar='M')
 @click.option('--pe-padding', help='Convolution padding of the generator: zero (upstream) or none (padding-free) (needs mspe_plugin)', type=click.Choice(['zero', 'none']))
-def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, **config_kwargs):
+@click.option('--pe-translate', help='Train on windows moved by up to T px, reals alike (plain-background data) (needs mspe_plugin)', type=click.IntRange(min=0), metavar='T')
+def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, **config_kwargs):
     """Train a GAN using the techniques described in "Training Generative Adversarial Networks
     with Limited Data" (StyleGAN2-ADA), with the MS-PE plugin hook.
 
@@ -637,15 +638,17 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs = {**defaults, **config_kwargs}
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
-        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding)
+        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
                 'cbase', 'cmax', 'glr', 'dlr', 'map', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
-        if plugin is not None and (pe is not None or pe_resize is not None or pe_margin is not None or pe_padding is not None):
-            plugin.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)
-            desc += plugin.run_desc_suffix(pe, pe_resize, pe_margin=pe_margin, pe_padding=pe_padding)
+        pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate)
+        if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
+            plugin.configure_generator(args.G_kwargs, pe, pe_resize, **pe_flags)
+            plugin.configure_loss(args.loss_kwargs, pe_translate)
+            desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
         args.run_dir = None
 
     print()
