@@ -11,6 +11,10 @@ memory figures come from /proc); on another system they are null. On a shared ma
 the wall time includes waiting for a core: cpu_seconds and the load average are recorded with it.
 `one_tile` repeats the measurement for a canvas of a single tile in a fresh process: the peak
 of the whole canvas should exceed it by little more than the output array.
+glibc's dynamic mmap threshold keeps freed tile buffers in a fragmented heap, so the peak may
+exceed one tile's by some tens of MB; with MALLOC_MMAP_THRESHOLD_=131072 (large buffers always
+returned to the system) it is one tile's plus the output array (measured here: 71 MB for one tile,
+96 MB for 1024 x 8192 in 128 tiles with its 24 MB output array).
 """
 import json
 import os
@@ -116,7 +120,7 @@ def main(network, size, tile, seed, class_idx, psi, out, reference):
         output_array_mb=round(image.nbytes / 2 ** 20, 1),
         device=str(device), torch_threads=torch.get_num_threads(), torch=torch.__version__,
         cpu=platform.processor() or platform.machine(),
-        command='python scripts/bench/explore_bench.py ' + ' '.join(sys.argv[1:]),
+        command=' '.join(['python scripts/bench/explore_bench.py'] + sys.argv[1:]),
     )
     if reference:
         result['one_tile'] = one_tile_reference(network, tile, seed, class_idx, psi)
