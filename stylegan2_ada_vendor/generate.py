@@ -12,6 +12,8 @@ With mspe_plugin installed (its hook below) any generator renders on a canvas:
     python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --zoom=1.5       # 1.5x the size
     python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --extent=0:32,-16:48   # beyond the border
     python generate.py --outdir=out --seeds=0-3 --network=mspe.pkl --translate-strip=8,2.5
+    python generate.py --outdir=out --seeds=0 --network=mspe.pkl --size=1024x4096 --tile=256   # memory of one tile
+    python generate.py --outdir=out --seeds=0 --network=mspe.pkl --video=pan --zoom=2 --size=64x128 --frames=48
 """
 
 import math
@@ -78,11 +80,22 @@ def parse_device(text):
 
 PLUGIN = plugins.load_plugin_or_exit()     # None when mspe_plugin is not installed
 
+def load_render_cli():
+    """The plugin's tiled-image and video flags (mspe_plugin.render_cli), or None without the plugin."""
+    if PLUGIN is None:
+        return None
+    from mspe_plugin import render_cli
+    return render_cli
+
+RENDER = load_render_cli()
+RENDER_FLAGS = ('tile', 'video', 'video_path', 'video_out', 'fps', 'frames')
+
 def plugin_options(fn):
-    """The plugin's canvas flags (--shift --zoom --size --wrap --extent --translate-strip), when installed."""
+    """The plugin's canvas flags (--shift --zoom --size --wrap --extent --translate-strip) and
+    render flags (--tile --video --video-path --video-out --fps --frames), when installed."""
     if PLUGIN is None:
         return fn
-    return PLUGIN.canvas_options(PLUGIN.translate_strip_option(fn))
+    return PLUGIN.canvas_options(PLUGIN.translate_strip_option(RENDER.render_options(fn)))
 
 #----------------------------------------------------------------------------
 # Networks and images.
@@ -192,14 +205,28 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     G = load_generator(network_pkl, device)
     synthesis_kwargs = {}   # Plugins add theirs here (they reach G.synthesis).
     strips = None           # Canvases of --translate-strip, one image each.
+    render_flags = {name: canvas_flags.pop(name, None) for name in RENDER_FLAGS}
+    canvas = tile = None
     if PLUGIN is not None:
         canvas = PLUGIN.canvas_from_options(**canvas_flags)
         strip = PLUGIN.parse_translate_strip(translate_strip)
-        if canvas is not None or strip is not None:
+        tile = render_flags['tile']
+        if tile is not None or RENDER.wants_video(render_flags['video'], render_flags['video_path']):
+            G = RENDER.tile_generator(G)    # margins (receptive radius) for tiles and frames
+        elif canvas is not None or strip is not None:
             G = PLUGIN.with_canvas_support(G)
         synthesis_kwargs = PLUGIN.synthesis_kwargs(canvas)
         if strip is not None:
             strips = PLUGIN.strip_canvases(canvas, *strip)
+        if RENDER.wants_video(render_flags['video'], render_flags['video_path']):
+            write_videos(G, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, canvas, canvas_flags, **render_flags)
+            return
+
+    def make_image(label, psi, z=None, ws=None):
+        """uint8 [H, W, C]: one render, or --tile tiles of the canvas."""
+        if tile is None:
+            return to_uint8(synthesize(G, label, psi, noise_mode, z=z, ws=ws, **synthesis_kwargs))[0]
+        return RENDER.render_tiled_image(G, RENDER.latent_ws(G, label, psi, z=z, ws=ws), canvas, tile, noise_mode)
 
     def write_strip(name, **latent):
         """<name>-strip.png: the latent rendered on every canvas of the strip, side by side."""
@@ -214,7 +241,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         images = []
         with torch.no_grad():
             for idx, w in enumerate(ws):
-                img = to_uint8(synthesize(G, None, 1, noise_mode, ws=w.unsqueeze(0), **synthesis_kwargs))[0]
+                img = make_image(None, 1, ws=w.unsqueeze(0))
                 save_png(img, os.path.join(outdir, f'proj{idx:02d}.png'))
                 images.append(img)
                 if strips is not None:
@@ -228,7 +255,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
                 print(f'Generating image for seed {seed} ({seed_idx}/{len(seeds)}) ...')
                 z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
                 torch.manual_seed(seed)     # noise_mode=random: the same seed gives the same image
-                img = to_uint8(synthesize(G, label, truncation_psi, noise_mode, z=z, **synthesis_kwargs))[0]
+                img = make_image(label, truncation_psi, z=z)
                 save_png(img, os.path.join(outdir, f'seed{seed:04d}.png'))
                 images.append(img)
                 if strips is not None:
@@ -240,6 +267,29 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         save_png(image_grid(np.stack(images)), os.path.join(outdir, 'grid.png'))
     extras = (' and grid.png' if grid else '') + (f' and {len(images)} translate strip(s)' if strips is not None else '')
     print(f'Wrote {len(images)} image{"s" if len(images) != 1 else ""}{extras} to {outdir}.')
+
+def write_videos(G, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, canvas, canvas_flags,
+                 tile=None, video=None, video_path=None, video_out=None, fps=24, frames=48):
+    """--video / --video-path: one video per seed (or projected w), the camera moving over its canvas."""
+    keys, size = RENDER.video_keyframes(G, canvas, canvas_flags, video, video_path)
+    if projected_w is not None:
+        if seeds is not None:
+            print('Warning: --seeds is ignored when --projected-w is given.')
+        all_ws = load_projected_w(projected_w, G, device)
+        latents = [(f'proj{idx:02d}', w.unsqueeze(0)) for idx, w in enumerate(all_ws)]
+    else:
+        label = class_label(G, class_idx, device)
+        latents = []
+        for seed in seeds:
+            z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
+            latents.append((f'seed{seed:04d}', RENDER.latent_ws(G, label, truncation_psi, z=z)))
+    paths = RENDER.video_files(outdir, video_out, [name for name, _ in latents], video or 'path')
+    wrap, margin = canvas_flags.get('wrap', False), canvas_flags.get('margin') or 0
+    RENDER.check_videos(paths, size, noise_mode)
+    for (name, ws), path in zip(latents, paths):
+        print(f'Rendering {frames} frames of {size[0]}x{size[1]} for {name} ...')
+        RENDER.write_video(G, ws, path, keys, size, frames, fps, noise_mode, tile=tile, wrap=wrap, margin=margin)
+    print(f'Wrote {len(paths)} video{"s" if len(paths) != 1 else ""}: {", ".join(paths)}.')
 
 #----------------------------------------------------------------------------
 
