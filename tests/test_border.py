@@ -135,3 +135,40 @@ def test_bad_margins_and_paddings_are_refused():
         make_G(padding='reflect')
     with pytest.raises(ValueError, match='pe_margin'):
         make_G(margin=-2)
+
+def test_training_windows_render_a_moved_window_and_move_the_reals_alike():
+    """pe_translate: G renders the window [t, t + R) of its canvas; the reals' loss wrapper moves
+    real images so that content at x shows at x - t, filling with the image's border colour."""
+    from mspe_plugin.translate import TranslatedRealsLoss, translate_images
+    G = make_G('mspe', 'zero').train()
+    G.synthesis.pe_translate = 8
+    ws = latents(G)
+    np.random.seed(4)
+    np.random.randint(0, 1, size=4)                       # the margin draw (pe_margin = 0)
+    ty, tx = (int(t) for t in np.random.randint(-8, 9, size=2))
+    np.random.seed(4)
+    trained = G.synthesis(ws, noise_mode='const').detach()
+    assert (ty, tx) != (0, 0)
+    torch.testing.assert_close(trained, render(G.eval(), ws, origin=(ty, tx)), atol=1e-6, rtol=0)
+
+    img = -torch.ones([2, 3, R, R])
+    img[:, :, 2:10, 3:9] = torch.rand([2, 3, 8, 6])
+    moved = translate_images(img, 5, -3)
+    assert torch.equal(moved[:, :, 7:15, 0:6], img[:, :, 2:10, 3:9])
+    assert (moved[:, :, :5] == -1).all() and (moved[:, :, :, -3:] == -1).all()
+
+    class Inner:
+        pl_mean = torch.tensor(1.5)
+        def __init__(self, **kwargs):
+            self.seen = []
+        def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+            self.seen.append(real_img)
+    import sys
+    sys.modules[__name__].Inner = Inner
+    loss = TranslatedRealsLoss(translate=6, inner_class_name=f'{__name__}.Inner')
+    assert float(loss.pl_mean) == 1.5                     # the training loop saves the inner loss's state
+    np.random.seed(7)
+    dy, dx = (int(t) for t in np.random.randint(-6, 7, size=2))
+    np.random.seed(7)
+    loss.accumulate_gradients('Dmain', img, None, None, None, True, 1)
+    assert torch.equal(loss.inner.seen[0], translate_images(img, -dy, -dx))
