@@ -80,6 +80,40 @@ def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_s
     empty = -torch.ones_like(base)
     assert sc.displacement(base, empty) == (None, 0.0)
 
+class _StubGenerator(torch.nn.Module):
+    """A 'generator' that draws a bar at content coordinates [4, 12) x [5, 9) (it follows the
+    canvas), or always at those image pixels (the image border anchors it)."""
+    img_resolution, z_dim, c_dim, num_ws, w_dim = 32, 4, 0, 1, 4
+    def __init__(self, follows):
+        super().__init__()
+        self.follows = follows
+        self.scale = torch.nn.Parameter(torch.ones([]))
+        self.synthesis = self._draw
+    def mapping(self, z, c, truncation_psi=1):
+        return z[:, None, :]
+    def _draw(self, ws, canvas=None, noise_mode='const'):
+        from mspe_plugin.encoding import Canvas
+        canvas = canvas or Canvas()
+        H, W = canvas.output_size(32)
+        origin, zoom = (canvas.origin, canvas.zoom) if self.follows else ((0.0, 0.0), 1.0)
+        ys = origin[0] + torch.arange(H) / zoom
+        xs = origin[1] + torch.arange(W) / zoom
+        bar = ((ys >= 4) & (ys < 12))[:, None] & ((xs >= 5) & (xs < 9))[None, :]
+        img = torch.where(bar, 1.0, -1.0).expand(len(ws), 3, H, W).clone()
+        img[:, 0] = -1
+        return img
+
+def test_canvas_follow_tells_content_placed_by_the_canvas_from_content_placed_by_the_frame():
+    from scripts.experiments import canvas_follow as cf
+    clf = dm.load_classifier(device='cpu')
+    row = cf.follow(_StubGenerator(follows=True), clf, num=4)
+    assert all(row[f'move_{d}'] == pytest.approx(1.0) for d in cf.SHIFTS)
+    assert row['enlarged'] == pytest.approx(1.0) and row['zoom2'] == pytest.approx(2.0, rel=0.1)
+    assert row['agreement'] == 1.0 and row['ink'] == 1.0
+    row = cf.follow(_StubGenerator(follows=False), clf, num=4)
+    assert all(row[f'move_{d}'] == pytest.approx(0.0) for d in cf.SHIFTS)
+    assert row['enlarged'] == pytest.approx(0.0) and row['zoom2'] == pytest.approx(1.0)
+
 def write_zip(path, images, labels):
     with zipfile.ZipFile(path, 'w') as zf:
         entries = []
