@@ -212,9 +212,29 @@ def upstream():
     keys = ['image', 'logits', 'G_grads', 'D_grads', 'r1_grad']
     return dict(command=d['command'], table=table(keys, [[f'{d[k]:.1e}' for k in keys]]))
 
+def _probe_name(path):
+    """'b1 (flags) @ 24 kimg' of a probe snapshot path runs/probe/<name>/<run>/network-snapshot-K.pkl."""
+    if path == 'data':
+        return 'data (other real images)'
+    parts = path.replace(os.sep, '/').split('/')
+    run = parts[-2] if len(parts) >= 2 else path
+    flags = [f for f in run.split('-')[3:] if f not in ('auto', 'noaug', 'mspe') and not f.startswith(('kimg', 'cmax'))]
+    kimg = float(os.path.splitext(parts[-1])[0].rsplit('-', 1)[-1])
+    return f'{parts[-3] if len(parts) >= 3 else run} ({" ".join(flags) or "paper MS-PE"}) @ {kimg:g} kimg'
+
+def probes():
+    canvas, div = load('paper/probes_canvas.json'), load('paper/probes_diversity.json')
+    if canvas is None or div is None:
+        return None
+    rows = [[_probe_name(r['snapshot'])] + [fmt(r[f'move_{d}'], '.2f') for d in (4, 8, 16)] +
+            [fmt(r['enlarged'], '.2f'), f'{r["zoom2"]:.2f}', f'{r["agreement"]:.3f}'] for r in canvas['rows']]
+    return dict(canvas_command=canvas['command'], canvas_num=canvas['num'], diversity_command=div['command'], diversity_num=div['num'],
+                canvas_table=table(['probe', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement'], rows),
+                diversity_table=table(DIVERSITY_HEADER, _diversity_rows(div['rows'], _probe_name)))
+
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
-             train_speed=train_speed, upstream=upstream)
+             train_speed=train_speed, upstream=upstream, probes=probes)
 
 #----------------------------------------------------------------------------
 
