@@ -209,14 +209,15 @@ def test_cli_refuses_missing_or_non_image_target(network_files, tmp_path):
     assert not outdir.exists()                                   # nothing written on failure
 
 def test_cli_projects_a_plain_generator_on_a_canvas(network_files, tmp_path):
-    """A plain StyleGAN2 generator (no plugin classes, e.g. upstream's) projects onto a moved
-    canvas too: its learned constant is read on the canvas."""
+    """A plain StyleGAN2-ADA generator (ours or upstream's) reads its learned constant on the
+    canvas, as in generate.py: canvas flags and --fit-canvas work on it too."""
     outdir = tmp_path / 'out'
     result = run_cli('--network', network_files['plain'], '--target', network_files['target'], '--outdir', str(outdir),
-                     '--shift', '2,0', '--num-steps', '3')
+                     '--shift', '2,0', '--size', '16x20', '--fit-canvas', '--num-steps', '2', '--save-video', 'False', '--loss', 'pixel')
     assert result.returncode == 0, result.stderr
     data = np.load(outdir / 'projected_w.npz')
-    assert tuple(data['canvas_origin']) == (2.0, 0.0)
+    assert tuple(data['canvas_size']) == (16, 20) and np.isfinite(data['canvas_origin']).all()
+    assert np.asarray(PIL.Image.open(outdir / 'proj.png')).shape[:2] == (16, 20)
 
 def test_cli_refuses_missing_network(tmp_path, network_files):
     result = run_cli('--network', str(tmp_path / 'none.pkl'), '--target', network_files['target'], '--outdir', str(tmp_path / 'o'))
