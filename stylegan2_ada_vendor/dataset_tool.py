@@ -6,7 +6,7 @@ Examples:
 
 \b
   # The paper's spatially biased set: colour MNIST digits only in the upper-left quadrant.
-  python dataset_tool.py --source=../shared/data/mnist/t10k-images-idx3-ubyte.gz \\
+  python dataset_tool.py --source=../tests/data/mnist/t10k-images-idx3-ubyte.gz \\
       --dest=~/datasets/mnist-ul.zip --place=upper-left --colorize --resolution=64
 \b
   # Digits rendered with Pillow's built-in font (no download), 32x32.
