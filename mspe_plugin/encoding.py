@@ -150,9 +150,10 @@ class Canvas:
             canvas's own edge is (zero padding stays out of sight), so canvases and tiles agree.
 
     The protocol a generator uses (mspe_plugin.networks; the projector's FittedCanvas has it too):
-    is_default(R), output_size(R), margin, grid(res, R, rows, cols) and
-    encoding(res, R, C, base, device, rows, cols), where rows / cols are index ranges [a, b) of
-    the canvas grid at scale `res`: index i sits at coordinate origin / (R / res) + i / zoom.
+    is_default(R), output_size(R), margin, render_size(res, R), grid(res, R, rows, cols) and
+    encoding(res, R, C, base, device, rows, cols) (a scale's resolution first, then the training
+    resolution R), where rows / cols are index ranges [a, b) of the canvas grid at scale `res`:
+    index i sits at coordinate origin / (R / res) + i / zoom.
     """
     origin: tuple = (0.0, 0.0)      # (y, x) in training pixels: where output pixel (0, 0) samples.
     size: tuple | None = None       # (H, W) output pixels; None -> round(R * zoom) for both.
@@ -212,7 +213,7 @@ class Canvas:
         n = max(int(round(R * self.zoom)), 1)
         return (n, n)
 
-    def render_size(self, img_resolution, res, coarsest=4):
+    def render_size(self, res, img_resolution, coarsest=4):
         """(h, w) feature size at scale `res` (a power of 2 <= R, multiple of `coarsest`).
 
         The canvas is rendered on whole coarsest pixels, n = ceil(H * coarsest / R), i.e.
@@ -245,7 +246,7 @@ class Canvas:
         """(ys, xs) float64 coordinates at scale `res` of the index ranges rows = (a, b) and
         cols = (a, b); None = [0, render_size) along that axis."""
         stride = img_resolution / res
-        default = self.render_size(img_resolution, res)
+        default = self.render_size(res, img_resolution)
         rows = (0, default[0]) if rows is None else rows
         cols = (0, default[1]) if cols is None else cols
         return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),
@@ -285,8 +286,8 @@ class FittedCanvas:
     def output_size(self, img_resolution):
         return self.fixed.output_size(img_resolution)
 
-    def render_size(self, img_resolution, res):
-        return self.fixed.render_size(img_resolution, res)
+    def render_size(self, res, img_resolution):
+        return self.fixed.render_size(res, img_resolution)
 
     def coords(self, n, axis, stride, train_extent, start=0):
         index = torch.arange(int(start), int(start) + int(n), dtype=torch.float64, device=self.origin.device)
@@ -295,7 +296,7 @@ class FittedCanvas:
 
     def grid(self, res, img_resolution, rows=None, cols=None):
         stride = img_resolution / res
-        default = self.render_size(img_resolution, res)
+        default = self.render_size(res, img_resolution)
         rows = (0, default[0]) if rows is None else rows
         cols = (0, default[1]) if cols is None else cols
         return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),

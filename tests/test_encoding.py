@@ -137,17 +137,17 @@ def test_from_extent_beyond_the_boundary():
 ])
 def test_output_and_render_sizes(canvas, out, render4, render32):
     assert canvas.output_size(R) == out
-    assert canvas.render_size(R, 4) == render4
-    assert canvas.render_size(R, 32) == render32
-    assert canvas.render_size(R, 8) == (2 * render4[0], 2 * render4[1])
+    assert canvas.render_size(4, R) == render4
+    assert canvas.render_size(32, R) == render32
+    assert canvas.render_size(8, R) == (2 * render4[0], 2 * render4[1])
     assert canvas.encoding(8, R, 8).shape == (8, 2 * render4[0], 2 * render4[1])
     h, w = canvas.render_size(R, R)
     assert h >= out[0] and w >= out[1]
 
 def test_render_size_with_another_coarsest_scale():
     # Coarsest scale 8 px at R = 32: whole cells of 4 image pixels, ceil(20 / 4) x ceil(33 / 4).
-    assert Canvas(size=(20, 33)).render_size(R, 8, coarsest=8) == (5, 9)
-    assert Canvas(size=(20, 33)).render_size(R, 32, coarsest=8) == (20, 36)
+    assert Canvas(size=(20, 33)).render_size(8, R, coarsest=8) == (5, 9)
+    assert Canvas(size=(20, 33)).render_size(32, R, coarsest=8) == (20, 36)
 
 #----------------------------------------------------------------------------
 # Invalid canvases.
