@@ -2,18 +2,18 @@
 
 The projection loss is multimodal in the canvas origin (a digit 10 px away from where the
 generator draws it has no gradient that pulls it there), so gradient descent from the training
-canvas finds the target only when it is already nearly aligned. The search here scores every
-(origin, zoom) on a grid with a few fixed latents and no optimisation:
+canvas finds the target only when it is already nearly aligned. The search here scores
+(origin, zoom) placements with a few fixed latents and no optimisation:
 
     candidates = search_canvas(render, latents, target, canvas, R)
     best = candidates[0]            # Candidate(origin, zoom, latent, score), best first
 
-1. Dense pass: per zoom, one render of each latent on a canvas that covers every origin of the
-   search range; every R x R window of it is a candidate origin (origin steps of 1 / zoom
-   training pixels). All windows are scored at once by normalised cross-correlation (NCC) of
-   blurred grey images: invariant to the target's colour and contrast, smooth in the offset.
-2. Check pass: the best distinct windows are rendered as the canvas itself (a window of a wider
-   canvas is not the same image when the generator reads the image border) and re-scored.
+Coarse to fine: a grid of origins `step` training pixels apart over +- `radius` (times a few
+zooms), then a grid `step / 4` apart around the best few distinct placements. Every placement
+is rendered as the canvas itself (not cut out of one wide canvas: a generator that reads the
+image border draws differently on a wider canvas) with all latents in one batch, and scored by
+the normalised cross-correlation (NCC) of blurred grey images: invariant to the target's colour
+and contrast, smooth in the offset.
 
 The caller then refines origin, zoom and w jointly from the best few (the projector's restarts).
 Host-agnostic: `render(ws, canvas)` is any function that draws ws on a canvas.
@@ -70,7 +70,7 @@ def window_scores(images, target, eps=1e-4):
 #----------------------------------------------------------------------------
 # The search.
 
-def zoom_grid(zoom_range, steps_per_octave=4):
+def zoom_grid(zoom_range, steps_per_octave=2):
     """Zooms spaced geometrically over [lo, hi], both included, `steps_per_octave` per doubling."""
     lo, hi = (float(v) for v in zoom_range)
     if not (0 < lo <= hi and math.isfinite(hi)):
@@ -99,49 +99,49 @@ def search_canvas(
     img_resolution,                 # Training resolution R.
     *,
     radius          = None,         # Origins within +- radius training pixels of canvas.origin (None = R/2).
-    zoom_range      = None,         # (lo, hi) zoom factors relative to canvas.zoom (None = (1, 1): no zoom search).
-    steps_per_octave= 4,            # Zooms per doubling in the dense pass.
+    step            = None,         # Origin grid step of the coarse level (None = R/8); the fine level has step/4.
+    zoom_range      = None,         # (lo, hi) zoom factors relative to canvas.zoom (None = no zoom search).
+    zooms_per_octave= 2,            # Coarse zoom grid: this many per doubling; the fine level adds half steps.
+    num_refined     = 3,            # Distinct coarse placements searched finely; also the most returned.
     sigma           = 1.5,          # Blur (output pixels) of both images before scoring.
-    num_checked     = 8,            # Distinct windows re-rendered as the canvas itself.
-    min_distance    = 2.0,          # Two candidates are distinct beyond this origin distance (training px) ...
-    min_zoom_ratio  = 1.1,          # ... or this zoom ratio.
 ):
     """Candidates for the canvas of `target`, best first (see the module docstring).
 
-    :return: list of Candidate (at most `num_checked`), sorted by their score on the real canvas.
+    :return: list of Candidate (at most `num_refined`, distinct), sorted by score.
     """
     R = int(img_resolution)
     H, W = canvas.output_size(R)
     if tuple(target.shape[2:]) != (H, W):
         raise ValueError(f'The target is {tuple(target.shape[2:])} pixels; the canvas is {(H, W)}.')
     radius = R / 2 if radius is None else float(radius)
-    zooms = [canvas.zoom * z for z in zoom_grid(zoom_range or (1.0, 1.0), steps_per_octave)]
+    step = R / 8 if step is None else float(step)
     canvas = dataclasses.replace(canvas, size=(H, W))              # zoom changes keep the output size
     target_grey = gaussian_blur(grey(target.float()), sigma)
+    seen = {}
 
-    dense = []
-    for zoom in zooms:
-        # One canvas covering every window: its origin is the search range's top-left corner and
-        # window (i, j) starts at output pixel (i, j), i.e. at origin corner + (i, j) / zoom.
-        span = int(math.ceil(2 * radius * zoom))
-        corner = (canvas.origin[0] - radius, canvas.origin[1] - radius)
-        wide = dataclasses.replace(canvas, origin=corner, size=(H + span, W + span), zoom=zoom)
-        scores = window_scores(gaussian_blur(grey(render(latents, wide).float()), sigma), target_grey)
-        best, latent = scores.min(dim=0)                            # over latents: [span + 1, span + 1]
-        for flat in torch.argsort(best.flatten())[:4 * num_checked].tolist():
-            i, j = divmod(flat, best.shape[1])
-            dense.append(Candidate(origin=(corner[0] + i / zoom, corner[1] + j / zoom), zoom=zoom,
-                                   latent=int(latent[i, j]), score=float(best[i, j])))
-    dense.sort(key=lambda c: c.score)
+    def score(origin, zoom):
+        key = (round(origin[0], 6), round(origin[1], 6), round(zoom, 9))
+        if key not in seen:
+            placed = dataclasses.replace(canvas, origin=origin, zoom=zoom)
+            scores = window_scores(gaussian_blur(grey(render(latents, placed).float()), sigma), target_grey)[:, 0, 0]
+            latent = int(scores.argmin())
+            seen[key] = Candidate(origin=origin, zoom=zoom, latent=latent, score=float(scores[latent]))
+        return seen[key]
 
-    checked = []
-    for cand in _distinct(dense, num_checked, min_distance, min_zoom_ratio):
-        placed = dataclasses.replace(canvas, origin=cand.origin, zoom=cand.zoom)
-        scores = window_scores(gaussian_blur(grey(render(latents, placed).float()), sigma), target_grey)[:, 0, 0]
-        latent = int(scores.argmin())
-        checked.append(dataclasses.replace(cand, latent=latent, score=float(scores[latent])))
-    checked.sort(key=lambda c: c.score)
-    return checked
+    def grid(centre, half, spacing, zooms):
+        offsets = np.arange(-half, half + 1e-9, spacing)
+        return sorted((score((centre[0] + float(dy), centre[1] + float(dx)), zoom) for zoom in zooms
+                       for dy in offsets for dx in offsets), key=lambda c: c.score)
+
+    zooms = [canvas.zoom * z for z in zoom_grid(zoom_range or (1.0, 1.0), zooms_per_octave)]
+    coarse = grid(canvas.origin, radius, step, zooms)
+    zoom_step = 2 ** (0.5 / zooms_per_octave) if zoom_range is not None else 1.0
+    distinct = lambda cands: _distinct(cands, num_refined, step / 2, zoom_step ** 0.5 if zoom_range is not None else 2.0)
+    fine = []
+    for cand in distinct(coarse):
+        near = sorted({cand.zoom / zoom_step, cand.zoom, cand.zoom * zoom_step})
+        fine += grid(cand.origin, step / 2, step / 4, near)
+    return distinct(sorted(fine, key=lambda c: c.score))
 
 def describe(candidate):
     """One line: 'origin (y, x) zoom z latent k score s'."""
@@ -151,10 +151,11 @@ def describe(candidate):
 #----------------------------------------------------------------------------
 # Targets with a known canvas.
 
-def resample_on_canvas(images, canvas, img_resolution, supersample=4, background=-1.0):
+def resample_on_canvas(images, canvas, img_resolution, supersample=None, background=-1.0):
     """What `canvas` sees of images [N, C, R, R] drawn on the training grid: output pixel p shows
-    training pixel origin + p / zoom (Canvas.coords at scale R), bicubic with `supersample`^2
-    samples per output pixel averaged (no aliasing when zooming out), `background` beyond the image.
+    training pixel origin + p / zoom (Canvas.coords at scale R), bicubic, `background` beyond the
+    image. Zooming out (zoom < 1) averages `supersample`^2 samples per output pixel against
+    aliasing (None: 4 below zoom 1, else 1, so whole-pixel shifts at zoom 1 are exact).
     Targets made this way have a known canvas, the answer a search should find.
 
     :return: [N, C, H, W], H x W = canvas.output_size(R), values clamped to the input's range
@@ -162,7 +163,7 @@ def resample_on_canvas(images, canvas, img_resolution, supersample=4, background
     """
     R = int(img_resolution)
     H, W = canvas.output_size(R)
-    ss = int(supersample)
+    ss = int(supersample) if supersample is not None else (4 if canvas.zoom < 1 else 1)
     sub = (torch.arange(ss, dtype=torch.float64) + 0.5) / ss - 0.5              # sub-pixel offsets
     def axis(n, origin):
         p = (torch.arange(n, dtype=torch.float64)[:, None] + sub[None, :]).flatten()

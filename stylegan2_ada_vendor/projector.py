@@ -28,6 +28,7 @@ import math
 import os
 import sys
 import threading
+import time
 import warnings
 
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
@@ -196,10 +197,12 @@ def project(
     origin_learning_rate    = 0.5,      # Peak learning rate of the origin (training pixels per step).
     zoom_learning_rate      = 0.02,     # Peak learning rate of log(zoom).
     search_radius           = None,     # Coarse search: origins within +- this many training pixels (None = R/2).
+    search_step             = None,     # Coarse search: origin grid step, training pixels (None = R/8; fine level: 1/4 of it).
     search_zoom_range       = (0.5, 2.0),# Coarse search with fit_zoom: zooms in this range times canvas.zoom.
     search_latents          = 8,        # Coarse search, unconditional G: latents scored (w_avg and neighbours).
     search_top              = 3,        # Restarts: the best distinct canvases, each refined briefly.
     restart_steps           = None,     # Steps of each restart (None = num_steps // 10, at least 10).
+    final_canvas_lr_scale   = 0.25,     # Learning rates of origin and zoom in the full run after the restarts, times this.
     loss                    = 'auto',   # 'auto', 'lpips' or 'pixel' (see make_loss), or a callable.
     vgg16_url               = VGG16_URL,# TorchScript VGG16 for LPIPS (URL or path).
     seed                    = 303,      # Seed of w_avg sampling and the noise maps.
@@ -248,7 +251,7 @@ def project(
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
     pivot = torch.tensor(fit.content_centre(target_images), dtype=torch.float64, device=device) if fit_canvas else None
 
-    def run(steps, origin0, zoom0, w0, record):
+    def run(steps, origin0, zoom0, w0, record, canvas_lr_scale=1.0):
         """One Adam run from w0 [1, 1, C] at (origin0, zoom0) -> (losses, ws per step, canvas per
         step, final (origin, zoom, w)); ws and canvases per step only when `record`."""
         gen = torch.Generator().manual_seed(seed)
@@ -267,9 +270,9 @@ def project(
             place = lambda: anchor - pivot / log_zoom.exp()
             cv = FittedCanvas(canvas, R, place(), log_zoom) if fit_canvas else _moved(canvas, R, origin0, zoom0)
             if fit_canvas:
-                groups.append(dict(params=[anchor], base_lr=origin_learning_rate))
+                groups.append(dict(params=[anchor], base_lr=origin_learning_rate * canvas_lr_scale))
             if fit_zoom:
-                groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate))
+                groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate * canvas_lr_scale))
         optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=initial_learning_rate)
         losses, ws_steps, canvases = [], [], []
         for step in range(steps):
@@ -308,12 +311,13 @@ def project(
 
     origin0, zoom0, w0 = (tuple(canvas.origin), float(canvas.zoom), w_avg) if canvas is not None else ((0.0, 0.0), 1.0, w_avg)
     if fit_canvas:
+        start = time.time()
         latents = _search_latents(w_samples[:, 0], labels, G.c_dim, search_latents, w_avg[0])[:, None, :]     # [K, 1, C]
         candidates = fit.search_canvas(lambda ws, cv: _render(G, ws, cv), latents.expand([-1, num_ws, -1]), target_images,
-                                       canvas, R, radius=search_radius, zoom_range=search_zoom_range if fit_zoom else None,
-                                       num_checked=max(search_top, 4))
+                                       canvas, R, radius=search_radius, step=search_step,
+                                       zoom_range=search_zoom_range if fit_zoom else None, num_refined=search_top)
         what = 'class' if G.c_dim > 0 else 'latent'
-        log(f'coarse search: {fit.describe(candidates[0]).replace("latent", what)} (best of {len(candidates)} checked)')
+        log(f'coarse search: {fit.describe(candidates[0]).replace("latent", what)} ({time.time() - start:.1f} s)')
         starts = [(cand.origin, cand.zoom, latents[cand.latent:cand.latent + 1]) for cand in candidates[:search_top]]
         if len(starts) > 1:
             short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
@@ -327,7 +331,9 @@ def project(
             origin0, zoom0, w0 = starts[0]
     else:
         candidates = None
-    losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True)
+    # After the search the canvas is close: the full run moves it slowly, so w (which can shift a
+    # digit a little too) does not drag it along while it learns the details.
+    losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True, canvas_lr_scale=final_canvas_lr_scale if fit_canvas else 1.0)
     return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, candidates=candidates,
                       loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
 
