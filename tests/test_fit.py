@@ -145,3 +145,41 @@ def test_fit_canvas_of_a_plain_host_generator_uses_its_constant():
     found = proj.canvases[-1]
     assert np.isfinite(found.origin).all() and found.zoom > 0 and len(proj.ws) == 5
     assert proj.candidates[0].origin == (0.0, 0.0) and proj.candidates[0].zoom == 1.0   # its own image: the training canvas
+
+#----------------------------------------------------------------------------
+# The measurement script (scripts/experiments/fit_canvas_eval.py).
+
+EVAL_SCRIPT = os.path.join(ROOT, 'scripts', 'experiments', 'fit_canvas_eval.py')
+
+def load_eval_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('fit_canvas_eval', EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def test_eval_targets_sit_where_their_known_canvas_says():
+    """Each target is its aligned digit seen through the known canvas: the ink centre lands at
+    zoom * (centre - origin), the quadrant centre moves by the drawn offset, most ink stays."""
+    ev = load_eval_script()
+    targets = ev.make_targets(os.path.dirname(MNIST), 3, 32, seed=1)
+    assert len({t['index'] for t in targets}) == 3 and all(t['index'] >= ev.HELD_OUT for t in targets)
+    for t in targets:
+        canvas = t['canvas']
+        assert 0.75 <= canvas.zoom <= 1.5 and all(abs(d) <= 8 for d in t['offset'])
+        c = 32 / 4 - 0.5
+        assert all(abs(canvas.zoom * (c - o) - (c + d)) < 1e-9 for o, d in zip(canvas.origin, t['offset']))
+        aligned = ev.training_placement(dataset_tool.read_idx(MNIST, 2051)[t['index']], 32,
+                                        np.random.default_rng([1, t['index']]))
+        centre = fit.content_centre(aligned)
+        expected = [canvas.zoom * (x - o) for x, o in zip(centre, canvas.origin)]
+        found = fit.content_centre(t['target'])
+        assert max(abs(a - b) for a, b in zip(found, expected)) < 0.75, (found, expected)
+
+def test_eval_script_refuses_a_bad_zoom_range_in_one_sentence():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, EVAL_SCRIPT, '--zoom-search', '2,1'], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=120)
+    assert result.returncode != 0
+    assert '--zoom-search takes MIN,MAX' in result.stderr and 'Traceback' not in result.stderr
