@@ -189,7 +189,6 @@ def project(
     lr_rampup_length        = 0.05,     # Fraction of the steps with a linear ramp-up at the start.
     noise_ramp_length       = 0.75,     # Fraction of the steps over which the w noise decays to 0.
     regularize_noise_weight = 1e5,      # Weight of the noise-map regulariser.
-    regularize_w_weight     = 0.0,      # Weight of ||w - w_start||^2 / w_std^2 (keeps w typical while the canvas moves).
     w_plus                  = False,    # Optimise one w per layer (W+) instead of one w (W)?
     canvas                  = None,     # mspe_plugin.encoding.Canvas to project onto, None = training grid.
     fit_canvas              = False,    # Also find the canvas origin (coarse search, then jointly with w)?
@@ -287,8 +286,6 @@ def project(
             ws = (w_opt + torch.randn_like(w_opt) * w_noise_scale).expand([1, num_ws, -1])
             dist = loss_fn(_render(G, ws, cv))
             total = dist + regularize_noise_weight * _noise_regularization(noise_bufs)
-            if regularize_w_weight:
-                total = total + regularize_w_weight * (w_opt - w0).square().sum() / (w_std ** 2 * w_opt.shape[1])
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
