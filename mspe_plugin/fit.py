@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+#----------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
 class Candidate:

@@ -18,7 +18,9 @@ Reported per model: the share of targets whose estimated origin is within 1 trai
 axes) and zoom within 5% of the known canvas (for the coarse search's best placement alone and
 after the fit), the median errors, and the reconstruction PSNR (dB, against the target) with
 the canvas estimated and known. --zoom-range=1,1 makes shift-only targets (the zoom is then
-known and not fitted). Writes a JSON file.
+known and not fitted); --targets=generated replaces the real digits by each model's own digits
+rendered on the known canvas (a control: there the model can draw the target exactly where the
+canvas says, so misses are the search's). Writes a JSON file.
 """
 
 import json
@@ -59,6 +61,35 @@ def known_canvas(offset, zoom, R):
     c = R / 4 - 0.5
     return Canvas(origin=tuple(c - (c + d) / zoom for d in offset), zoom=zoom, size=(R, R))
 
+def random_placements(rng, R, max_offset=None, zoom_range=(0.75, 1.5)):
+    """Endless (offset, zoom, known canvas) draws: offset uniform in +- max_offset (None = R/4)
+    per axis, zoom log-uniform in zoom_range."""
+    max_offset = R / 4 if max_offset is None else max_offset
+    while True:
+        offset = tuple(float(v) for v in rng.uniform(-max_offset, max_offset, size=2))
+        zoom = float(np.exp(rng.uniform(*np.log(zoom_range))))
+        yield offset, zoom, known_canvas(offset, zoom, R)
+
+@torch.no_grad()
+def generated_targets(G, count, seed, zoom_range=(0.75, 1.5)):
+    """The model's own digits (class k = i mod c_dim, psi 0.7) rendered on random known canvases:
+    targets the model can draw exactly where the canvas says, so a miss is the search's fault."""
+    R = G.img_resolution
+    device = next(G.parameters()).device
+    rng = np.random.default_rng(seed)
+    placements = random_placements(rng, R, zoom_range=zoom_range)
+    z = torch.from_numpy(rng.standard_normal([count, G.z_dim])).to(device, torch.float32)
+    c = torch.zeros([count, G.c_dim], device=device)
+    if G.c_dim > 0:
+        c[torch.arange(count), torch.arange(count) % G.c_dim] = 1
+    ws = G.mapping(z, c, truncation_psi=0.7)
+    targets = []
+    for i in range(count):
+        offset, zoom, canvas = next(placements)
+        target = G.synthesis(ws[i:i + 1], canvas=canvas, noise_mode='const').clamp(-1, 1).cpu()
+        targets.append(dict(index=i, label=int(i % G.c_dim) if G.c_dim else -1, offset=offset, canvas=canvas, target=target))
+    return targets
+
 def make_targets(mnist_dir, count, R, seed, max_offset=None, zoom_range=(0.75, 1.5), min_ink=0.9):
     """`count` held-out digits at random placements: list of dict(index, label, canvas, target
     [1, 3, R, R] in [-1, 1]). Placements losing more than 1 - min_ink of the ink are redrawn."""
@@ -66,17 +97,15 @@ def make_targets(mnist_dir, count, R, seed, max_offset=None, zoom_range=(0.75, 1
     labels = dataset_tool.read_idx(os.path.join(mnist_dir, 't10k-labels-idx1-ubyte.gz'), 2049)
     if len(digits) <= HELD_OUT:
         raise click.ClickException(f'{mnist_dir} holds {len(digits)} test digits; the held-out ones start at {HELD_OUT}.')
-    max_offset = R / 4 if max_offset is None else max_offset
     rng = np.random.default_rng(seed)
     picks = rng.choice(np.arange(HELD_OUT, len(digits)), size=count, replace=False)
+    placements = random_placements(rng, R, max_offset, zoom_range)
     targets = []
     for index in picks:
         aligned = training_placement(digits[index], R, np.random.default_rng([seed, int(index)]))
         ink = float((aligned + 1).sum())
         while True:
-            offset = tuple(float(v) for v in rng.uniform(-max_offset, max_offset, size=2))
-            zoom = float(np.exp(rng.uniform(*np.log(zoom_range))))
-            canvas = known_canvas(offset, zoom, R)
+            offset, zoom, canvas = next(placements)
             target = fit.resample_on_canvas(aligned, canvas, R)
             if float((target + 1).sum()) >= min_ink * ink * zoom ** 2:
                 break
@@ -161,10 +190,12 @@ def parse_range(text, flag, example):
 @click.option('--num-steps', type=click.IntRange(min=1), default=100, show_default=True, help='Projection steps (each mode)')
 @click.option('--zoom-range', default='0.75,1.5', show_default=True, help='Zooms of the targets, MIN,MAX (1,1: shifts only, zoom not fitted)', metavar='MIN,MAX')
 @click.option('--zoom-search', default='0.7,1.6', show_default=True, help='Zoom range of the coarse search, MIN,MAX', metavar='MIN,MAX')
+@click.option('--targets', 'source', type=click.Choice(['real', 'generated']), default='real', show_default=True,
+              help='Held-out MNIST digits, or each model\'s own digits rendered on the known canvas (a control: the model can draw them there)')
 @click.option('--mnist', default=os.path.join(ROOT, 'tests', 'data', 'mnist'), show_default=True, help='Folder with the MNIST t10k IDX files')
 @click.option('--seed', type=int, default=0, show_default=True)
 @click.option('--out', default=os.path.join(ROOT, 'results', 'paper', 'fit_canvas_eval.json'), show_default=True, help='JSON file to write')
-def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, mnist, seed, out):
+def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, source, mnist, seed, out):
     """Canvas estimation on moved and zoomed real digits: MS-PE against the baseline."""
     zoom_range, zoom_search = (parse_range(text, flag, example) for text, flag, example in
                                ((zoom_range, '--zoom-range', '0.75,1.5'), (zoom_search, '--zoom-search', '0.7,1.6')))
@@ -182,12 +213,13 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
     if any((G.img_resolution, G.img_channels) != (R, 3) for G in models.values()):
         raise click.ClickException('Both models must draw RGB images at the same resolution (colour digits).')
 
-    targets = make_targets(mnist, num_digits, R, seed, zoom_range=zoom_range)
+    targets = make_targets(mnist, num_digits, R, seed, zoom_range=zoom_range) if source == 'real' else None
     start = time.time()
     rows, summary = {}, {}
     for name, G in models.items():
         print(f'{name}:')
-        rows[name] = evaluate_fit(G, targets, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device)
+        own = targets if targets is not None else generated_targets(G, num_digits, seed, zoom_range)
+        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device)
         summary[name] = summarize(rows[name])
     print(f'{"model":>9} {"n":>3} {"search: origin<=1px":>19} {"zoom<=5%":>9} {"fit: origin<=1px":>16} {"zoom<=5%":>9} {"both":>5} '
           f'{"med.err px":>10} {"med.err zoom":>12} {"PSNR est":>9} {"PSNR known":>10}')
@@ -196,7 +228,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
               f'{s["origin_within_1px"]:>16.2f} {s["zoom_within_5pct"]:>9.2f} {s["both"]:>5.2f} '
               f'{s["origin_error_median"]:>10.2f} {s["zoom_error_median"]:>12.3f} {s["psnr_estimated"]:>9.2f} {s["psnr_known"]:>10.2f}')
     config = dict(mspe=os.path.relpath(mspe_pkl, ROOT), baseline=os.path.relpath(baseline_pkl, ROOT), resolution=R,
-                  num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed,
+                  targets=source, num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed,
                   offsets=f'uniform in [-{R / 4:g}, {R / 4:g}]^2 px', zooms=f'log-uniform in [{zoom_range[0]:g}, {zoom_range[1]:g}]',
                   zoom_fitted=not shifts_only,
                   loss=projector.PyramidLoss.name, space='W', seconds=round(time.time() - start, 1),
