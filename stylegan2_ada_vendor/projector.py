@@ -11,12 +11,15 @@ CPU or GPU and for targets of any size. Additions:
                      LPIPS when its weights can be had, else 'pixel' with a one-line notice;
   --shift --zoom --size --wrap --extent
                      project onto that canvas (MS-PE / SS-PE / canvas-capable generators);
-  --fit-canvas       also optimise the canvas origin jointly with w (after a coarse search over
-                     a grid of origins): unaligned targets need no alignment first;
-  --fit-zoom         with --fit-canvas, also optimise the zoom.
+  --fit-canvas       find the canvas origin: a coarse global search (mspe_plugin.fit), then
+                     origin and w refined jointly from the best few placements (restarts), then
+                     the full run: unaligned targets need no alignment first;
+  --fit-zoom         with --fit-canvas, also search and optimise the zoom.
 The target is centre-cropped to the canvas' aspect ratio and resized to the canvas' size (the
 training resolution when no canvas flag is given). Writes target.png, proj.png,
-projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas) and proj.mp4.
+projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas and, with --fit-canvas, the
+coarse search's best placement) and proj.mp4 (proj.gif without imageio-ffmpeg; with --fit-canvas
+the target carries the box of the training grid on the canvas of that step).
 """
 
 import copy
@@ -25,6 +28,7 @@ import math
 import os
 import sys
 import threading
+import time
 import warnings
 
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))    # repo root: mspe_plugin
@@ -136,10 +140,11 @@ class Projection:
     canvases: list          # Canvas after every step (None everywhere without a canvas).
     losses: list            # Loss after every step (floats).
     loss_name: str          # Which distance was minimised.
+    candidates: list = None # With fit_canvas: the coarse search's mspe_plugin.fit.Candidate list, best first.
 
 def _moved(canvas, img_resolution, origin, zoom):
-    """`canvas` with another origin and zoom, keeping its output size."""
-    return type(canvas)(origin=tuple(float(v) for v in origin), size=canvas.output_size(img_resolution), zoom=float(zoom), wrap=canvas.wrap)
+    """`canvas` with another origin and zoom, keeping its output size (and wrap and margin)."""
+    return dataclasses.replace(canvas, origin=tuple(float(v) for v in origin), size=canvas.output_size(img_resolution), zoom=float(zoom))
 
 def _render(G, ws, canvas, noise_mode='const'):
     return G.synthesis(ws, noise_mode=noise_mode, **({} if canvas is None else {'canvas': canvas}))
@@ -157,20 +162,13 @@ def _noise_regularization(noise_bufs):
             noise = F.avg_pool2d(noise, kernel_size=2)
     return reg
 
-def _search_origins(G, loss_fn, w_avg, canvas, radius, step, zooms, top):
-    """Coarse search: the `top` (origin, zoom) candidates on a grid around canvas.origin whose
-    w_avg image is closest to the target (the loss is multimodal in the origin)."""
-    offsets = np.arange(-radius, radius + 1e-9, step)
-    scored = []
-    with torch.no_grad():
-        for zoom in zooms:
-            for dy in offsets:
-                for dx in offsets:
-                    origin = (canvas.origin[0] + float(dy), canvas.origin[1] + float(dx))
-                    cand = _moved(canvas, G.img_resolution, origin, zoom)
-                    scored.append((float(loss_fn(_render(G, w_avg, cand))), origin, float(zoom)))
-    scored.sort(key=lambda s: s[0])
-    return [(origin, zoom) for _, origin, zoom in scored[:top]]
+def _search_latents(w_samples, labels, c_dim, count, w_avg):
+    """The latents the canvas search scores with, [K, 1, w_dim]: the mean w of every class for a
+    conditional G (the search also tells the class), else w_avg and `count - 1` samples pulled
+    halfway to it (a few shapes, none far from typical)."""
+    if c_dim > 0:
+        return torch.stack([w_samples[labels == k].mean(dim=0) if bool((labels == k).any()) else w_avg[0] for k in range(c_dim)])
+    return torch.cat([w_avg, w_avg.lerp(w_samples[1:count], 0.5)])
 
 def project(
     G,                                  # Generator (G_ema), any StyleGAN2-ADA or mspe_plugin generator.
@@ -186,20 +184,33 @@ def project(
     regularize_noise_weight = 1e5,      # Weight of the noise-map regulariser.
     w_plus                  = False,    # Optimise one w per layer (W+) instead of one w (W)?
     canvas                  = None,     # mspe_plugin.encoding.Canvas to project onto, None = training grid.
-    fit_canvas              = False,    # Also optimise the canvas origin?
-    fit_zoom                = False,    # Also optimise the canvas zoom (with fit_canvas)?
+    fit_canvas              = False,    # Also find the canvas origin (coarse search, then jointly with w)?
+    fit_zoom                = False,    # Also find the canvas zoom (with fit_canvas)?
     origin_learning_rate    = 0.5,      # Peak learning rate of the origin (training pixels per step).
     zoom_learning_rate      = 0.02,     # Peak learning rate of log(zoom).
-    search_radius           = None,     # Coarse origin search: +- this many training pixels (None = R/2).
-    search_step             = None,     # Coarse origin search: grid step (None = R/8).
-    search_top              = 3,        # Candidates refined briefly before the full run.
+    search_radius           = None,     # Coarse search: origins within +- this many training pixels (None = R/2).
+    search_step             = None,     # Coarse search: origin grid step, training pixels (None = R/8; fine level: 1/4 of it).
+    search_zoom_range       = (0.5, 2.0),# Coarse search with fit_zoom: zooms in this range times canvas.zoom.
+    search_latents          = 8,        # Coarse search, unconditional G: latents scored (w_avg and neighbours).
+    search_top              = 3,        # Restarts: the best distinct canvases, each refined briefly.
+    restart_steps           = None,     # Steps of each restart (None = num_steps // 10, at least 10).
+    final_canvas_lr_scale   = 0.25,     # Learning rates of origin and zoom in the full run after the restarts, times this.
     loss                    = 'auto',   # 'auto', 'lpips' or 'pixel' (see make_loss), or a callable.
     vgg16_url               = VGG16_URL,# TorchScript VGG16 for LPIPS (URL or path).
     seed                    = 303,      # Seed of w_avg sampling and the noise maps.
     device                  = None,     # torch.device, None = cuda when present, else cpu.
-    log                     = None,     # Progress printer (e.g. print), None = silent.
+    log                     = None,     # Printer of one line per stage (e.g. print), None = silent.
+    progress                = None,     # progress(step, num_steps, distance, canvas) after every step of the final run.
 ):
-    """Find ws (and the canvas) whose image matches `target`. Returns a Projection."""
+    """Find ws (and the canvas) whose image matches `target`. Returns a Projection.
+
+    With fit_canvas the canvas is found in three stages: a coarse global search over origin (and
+    zoom) that scores a few latents on every placement (mspe_plugin.fit.search_canvas; for a
+    conditional G one latent per class, so it also picks the class to start from); short joint
+    refinements of origin, zoom and w from the `search_top` best placements (restarts); the full
+    run from the best of them. Origin and zoom are optimised as the training point seen at the
+    target's content centre and log(zoom), so a zoom update scales the content in place.
+    """
     log = log or (lambda *args: None)
     device = torch.device(device) if device is not None else plugins.default_device()
     if fit_zoom and not fit_canvas:
@@ -207,8 +218,10 @@ def project(
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     R = G.img_resolution
     if fit_canvas:
+        from mspe_plugin import fit, register
         from mspe_plugin.encoding import Canvas, FittedCanvas
         canvas = Canvas() if canvas is None else canvas
+        G = register.with_canvas_support(G)     # a plain generator: the baseline variant reads its constant on the canvas
     out_size = canvas.output_size(R) if canvas is not None else (R, R)
     if tuple(target.shape) != (G.img_channels, *out_size):
         raise ValueError(f'target has shape {tuple(target.shape)}; expected {(G.img_channels, *out_size)}.')
@@ -219,34 +232,39 @@ def project(
     rnd = np.random.RandomState(seed)
     z = torch.from_numpy(rnd.randn(w_avg_samples, G.z_dim)).to(device, torch.float32)
     c = torch.zeros([w_avg_samples, G.c_dim], device=device)
+    labels = torch.from_numpy(rnd.randint(max(G.c_dim, 1), size=w_avg_samples)).to(device)
     if G.c_dim > 0:     # a conditional G: w statistics over every class, each drawn equally often
-        c[torch.arange(w_avg_samples), torch.from_numpy(rnd.randint(G.c_dim, size=w_avg_samples))] = 1
+        c[torch.arange(w_avg_samples), labels] = 1
     with torch.no_grad():
         w_samples = torch.cat([G.mapping(z[i:i + 1000], c[i:i + 1000])[:, :1, :] for i in range(0, w_avg_samples, 1000)])
     w_avg = w_samples.mean(dim=0, keepdim=True)                                   # [1, 1, C]
     w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
     num_ws = G.num_ws
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
+    pivot = torch.tensor(fit.content_centre(target_images), dtype=torch.float64, device=device) if fit_canvas else None
 
-    def run(steps, origin0, zoom0, record):
-        """One Adam run from w_avg at (origin0, zoom0) -> (losses, ws per step, canvas per step); the
-        last two only when `record`."""
+    def run(steps, origin0, zoom0, w0, record, canvas_lr_scale=1.0):
+        """One Adam run from w0 [1, 1, C] at (origin0, zoom0) -> (losses, ws per step, canvas per
+        step, final (origin, zoom, w)); ws and canvases per step only when `record`."""
         gen = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             for buf in noise_bufs:
                 buf.copy_(torch.randn(buf.shape, generator=gen).to(device))
                 buf.requires_grad = True
-        w_opt = w_avg.repeat([1, num_ws if w_plus else 1, 1]).clone().requires_grad_(True)
+        w_opt = w0.repeat([1, num_ws // w0.shape[1] if w_plus else 1, 1]).clone().requires_grad_(True)
         groups = [dict(params=[w_opt] + noise_bufs, base_lr=initial_learning_rate)]
         cv = None
         if canvas is not None:
-            origin = torch.tensor(origin0, dtype=torch.float64, requires_grad=fit_canvas)
-            log_zoom = torch.tensor(math.log(zoom0), dtype=torch.float64, requires_grad=fit_zoom)
-            cv = FittedCanvas(canvas, R, origin, log_zoom) if fit_canvas else _moved(canvas, R, origin0, zoom0)
+            log_zoom = torch.tensor(math.log(zoom0), dtype=torch.float64, device=device, requires_grad=fit_zoom)
+            origin = torch.tensor(origin0, dtype=torch.float64, device=device)
+            # The training point at the content centre: zooming about it keeps the content in place.
+            anchor = (origin + pivot / log_zoom.detach().exp()).requires_grad_(True) if fit_canvas else None
+            place = lambda: anchor - pivot / log_zoom.exp()
+            cv = FittedCanvas(canvas, R, place(), log_zoom) if fit_canvas else _moved(canvas, R, origin0, zoom0)
             if fit_canvas:
-                groups.append(dict(params=[origin], base_lr=origin_learning_rate))
+                groups.append(dict(params=[anchor], base_lr=origin_learning_rate * canvas_lr_scale))
             if fit_zoom:
-                groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate))
+                groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate * canvas_lr_scale))
         optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=initial_learning_rate)
         losses, ws_steps, canvases = [], [], []
         for step in range(steps):
@@ -256,6 +274,8 @@ def project(
             lr_ramp = (0.5 - 0.5 * math.cos(lr_ramp * math.pi)) * min(1.0, t / lr_rampup_length)
             for group in optimizer.param_groups:
                 group['lr'] = group['base_lr'] * lr_ramp
+            if fit_canvas:
+                cv.origin = place()
             ws = (w_opt + torch.randn_like(w_opt) * w_noise_scale).expand([1, num_ws, -1])
             dist = loss_fn(_render(G, ws, cv))
             total = dist + regularize_noise_weight * _noise_regularization(noise_bufs)
@@ -267,29 +287,45 @@ def project(
                     buf -= buf.mean()
                     buf *= buf.square().mean().rsqrt()
             losses.append(float(dist.detach()))
+            if fit_canvas:
+                cv.origin = place()
             if record:
                 ws_steps.append(w_opt.detach().expand([1, num_ws, -1])[0].cpu().clone())
                 canvases.append(cv.frozen() if fit_canvas else cv)
-                if step % max(num_steps // 20, 1) == 0 or step == steps - 1:
-                    where = f' origin {tuple(round(v, 2) for v in cv.frozen().origin)} zoom {cv.frozen().zoom:.3f}' if fit_canvas else ''
-                    log(f'step {step + 1:>4d}/{steps}: dist {losses[-1]:<6.4f} loss {float(total.detach()):<6.4f}{where}')
-        return losses, ws_steps, canvases
+                if progress is not None:
+                    progress(step + 1, steps, losses[-1], canvases[-1])
+                elif step % max(num_steps // 20, 1) == 0 or step == steps - 1:
+                    log(f'step {step + 1:>4d}/{steps}: dist {losses[-1]:<6.4f} loss {float(total.detach()):<6.4f}')
+        final = cv.frozen() if fit_canvas else cv
+        return losses, ws_steps, canvases, (final.origin if final is not None else None, final.zoom if final is not None else None, w_opt.detach())
 
-    origin0, zoom0 = (tuple(canvas.origin), float(canvas.zoom)) if canvas is not None else ((0.0, 0.0), 1.0)
+    origin0, zoom0, w0 = (tuple(canvas.origin), float(canvas.zoom), w_avg) if canvas is not None else ((0.0, 0.0), 1.0, w_avg)
     if fit_canvas:
-        radius = search_radius if search_radius is not None else R / 2
-        step = search_step if search_step is not None else R / 8
-        zooms = [zoom0 / 2, zoom0, zoom0 * 2] if fit_zoom else [zoom0]
-        candidates = _search_origins(G, loss_fn, w_avg.expand([1, num_ws, -1]), canvas, radius, step, zooms, search_top)
-        if len(candidates) > 1:
-            short = max(num_steps // 10, 20)
-            finals = [run(short, o, z, record=False)[0][-1] for o, z in candidates]
-            origin0, zoom0 = candidates[int(np.argmin(finals))]
+        start = time.time()
+        latents = _search_latents(w_samples[:, 0], labels, G.c_dim, search_latents, w_avg[0])[:, None, :]     # [K, 1, C]
+        candidates = fit.search_canvas(lambda ws, cv: _render(G, ws, cv), latents.expand([-1, num_ws, -1]), target_images,
+                                       canvas, R, radius=search_radius, step=search_step,
+                                       zoom_range=search_zoom_range if fit_zoom else None, num_refined=search_top)
+        what = 'class' if G.c_dim > 0 else 'latent'
+        log(f'coarse search: {fit.describe(candidates[0]).replace("latent", what)} ({time.time() - start:.1f} s)')
+        starts = [(cand.origin, cand.zoom, latents[cand.latent:cand.latent + 1]) for cand in candidates[:search_top]]
+        if len(starts) > 1:
+            short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
+            finals = [run(short, *start, record=False) for start in starts]
+            best = int(np.argmin([f[0][-1] for f in finals]))
+            origin0, zoom0, w0 = finals[best][3]
+            w0 = w0[:, :1] if not w_plus else w0
+            log(f'restarts: {len(starts)} x {short} steps, distances ' + ' '.join(f'{f[0][-1]:.4f}' for f in finals)
+                + f'; continuing from #{best + 1} at origin ({origin0[0]:.2f}, {origin0[1]:.2f}) zoom {zoom0:.3f}')
         else:
-            origin0, zoom0 = candidates[0]
-        log(f'coarse search: starting at origin {origin0}, zoom {zoom0:g}')
-    losses, ws_steps, canvases = run(num_steps, origin0, zoom0, record=True)
-    return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
+            origin0, zoom0, w0 = starts[0]
+    else:
+        candidates = None
+    # After the search the canvas is close: the full run moves it slowly, so w (which can shift a
+    # digit a little too) does not drag it along while it learns the details.
+    losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True, canvas_lr_scale=final_canvas_lr_scale if fit_canvas else 1.0)
+    return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, candidates=candidates,
+                      loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
 
 #----------------------------------------------------------------------------
 # Command line.
@@ -342,6 +378,46 @@ def video_writer_available():
         return False
     return True
 
+def canvas_box(canvas, img_resolution):
+    """(top, left, bottom, right) output pixels where the training grid [0, R)^2 lies on `canvas`:
+    training pixel x is output pixel zoom * (x - origin)."""
+    (oy, ox), zoom = canvas.origin, canvas.zoom
+    return (-oy * zoom, -ox * zoom, (img_resolution - oy) * zoom, (img_resolution - ox) * zoom)
+
+def fit_frame(target_uint8, frame_uint8, canvas, img_resolution, scale=4):
+    """One video frame: target | projection, `scale` times enlarged, the target overlaid with the
+    box of the training grid on the current canvas (it moves and grows as the fit goes)."""
+    import PIL.ImageDraw
+    panels = [np.repeat(np.repeat(img, scale, axis=0), scale, axis=1).repeat(3 // img.shape[2], axis=2) for img in (target_uint8, frame_uint8)]
+    image = PIL.Image.fromarray(np.concatenate(panels, axis=1), 'RGB')
+    if canvas is not None:
+        top, left, bottom, right = (v * scale for v in canvas_box(canvas, img_resolution))
+        PIL.ImageDraw.Draw(image).rectangle([left, top, right - 1, bottom - 1], outline=(255, 255, 0))
+    return np.asarray(image)
+
+def write_video(path_stem, frames, fps=10):
+    """Write frames (uint8 [H, W, 3]) as path_stem.mp4 with imageio-ffmpeg when installed, else as
+    path_stem.gif with Pillow. Returns the path written."""
+    if video_writer_available():
+        import imageio
+        with imageio.get_writer(path_stem + '.mp4', mode='I', fps=fps, codec='libx264', bitrate='16M') as video:
+            for frame in frames:
+                video.append_data(frame)
+        return path_stem + '.mp4'
+    images = [PIL.Image.fromarray(frame, 'RGB') for frame in frames]
+    images[0].save(path_stem + '.gif', save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return path_stem + '.gif'
+
+def print_progress(step, num_steps, distance, canvas):
+    """Progress on one line: step, distance and (when fitted) the canvas, rewritten in place on a
+    terminal; into a file or pipe, one such line per tenth of the run."""
+    where = '' if canvas is None else f' origin ({canvas.origin[0]:6.2f}, {canvas.origin[1]:6.2f}) zoom {canvas.zoom:.3f}'
+    line = f'step {step:>4d}/{num_steps}: dist {distance:<7.4f}{where}'
+    if sys.stdout.isatty():
+        print('\r' + line, end='\n' if step == num_steps else '', flush=True)
+    elif step == num_steps or step % max(num_steps // 10, 1) == 0:
+        print(line, flush=True)
+
 def load_generator(network_pkl, device):
     """G_ema of a snapshot pickle (path or URL); a failure ends in one sentence."""
     if '://' not in network_pkl and not os.path.isfile(network_pkl):
@@ -363,15 +439,15 @@ def load_generator(network_pkl, device):
 @click.option('--target', 'target_fname', help='Target image file to project to', required=True, metavar='FILE')
 @click.option('--num-steps', help='Number of optimization steps', type=click.IntRange(min=1), default=1000, show_default=True)
 @click.option('--seed', help='Random seed', type=int, default=303, show_default=True)
-@click.option('--save-video', help='Save an mp4 video of optimization progress', type=bool, default=True, show_default=True)
+@click.option('--save-video', help='Save a video of optimization progress (mp4 with imageio-ffmpeg, else GIF)', type=bool, default=True, show_default=True)
 @click.option('--outdir', help='Where to save the output images', required=True, metavar='DIR')
 @click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
 @click.option('--w-plus', help='Optimise one w per layer (W+) instead of one broadcast w (W)', is_flag=True)
 @click.option('--loss', 'loss_kind', help='Distance: LPIPS, pixel + multi-scale MSE, or auto (LPIPS when its weights load)',
               type=click.Choice(['auto', 'lpips', 'pixel']), default='auto', show_default=True)
 @click.option('--vgg16', 'vgg16_url', help='URL or local path of the TorchScript VGG16 for LPIPS', default=VGG16_URL, metavar='URL')
-@click.option('--fit-canvas', help='Also optimise the canvas origin (after a coarse search)', is_flag=True)
-@click.option('--fit-zoom', help='With --fit-canvas: also optimise the zoom', is_flag=True)
+@click.option('--fit-canvas', help='Find the canvas origin (coarse search, restarts, joint refinement with w)', is_flag=True)
+@click.option('--fit-zoom', help='With --fit-canvas: also find the zoom (searched over 0.5x..2x)', is_flag=True)
 @canvas_flags
 def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdir, device_name, w_plus,
                    loss_kind, vgg16_url, fit_canvas, fit_zoom, **canvas_kwargs):
@@ -404,14 +480,10 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
         G = PLUGIN.with_canvas_support(G)    # a plain generator (e.g. upstream's) reads its constant on the canvas
     size = canvas.output_size(G.img_resolution) if canvas is not None else (G.img_resolution, G.img_resolution)
     target_uint8 = load_target(target_fname, size, G.img_channels)
-    if save_video and not video_writer_available():
-        print('No video: --save-video needs imageio and imageio-ffmpeg (pip install imageio imageio-ffmpeg).')
-        save_video = False
-
     print(f'Projecting {target_fname} ({size[0]}x{size[1]}) on {device.type} in {"W+" if w_plus else "W"} space...')
     projection = project(G, torch.tensor(target_uint8.transpose(2, 0, 1), device=device), num_steps=num_steps,
                          w_plus=w_plus, canvas=canvas, fit_canvas=fit_canvas, fit_zoom=fit_zoom, loss=loss_kind,
-                         vgg16_url=vgg16_url, seed=seed, device=device, log=print)
+                         vgg16_url=vgg16_url, seed=seed, device=device, log=print, progress=print_progress)
     print(f'Loss: {projection.loss_name}; final distance {projection.losses[-1]:.4f}.')
 
     # Everything below writes outputs: only reached after a successful projection.
@@ -420,23 +492,31 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     with torch.no_grad():
         synth = to_uint8(_render(G, projected_w.unsqueeze(0).to(device), final_canvas))[0]
     if save_video:
-        import imageio
-        video = imageio.get_writer(f'{outdir}/proj.mp4', mode='I', fps=10, codec='libx264', bitrate='16M')
-        print(f'Saving optimization progress video "{outdir}/proj.mp4"')
+        every = max(len(projection.ws) // 100, 1)        # at most ~100 frames
+        frames = []
         with torch.no_grad():
-            for ws, cv in zip(projection.ws, projection.canvases):
+            for ws, cv in list(zip(projection.ws, projection.canvases))[::every]:
                 frame = to_uint8(_render(G, ws.unsqueeze(0).to(device), cv))[0]
-                video.append_data(np.concatenate([target_uint8, frame], axis=1).repeat(3 // frame.shape[2], axis=2))
-        video.close()
+                frames.append(fit_frame(target_uint8, frame, cv if fit_canvas else None, G.img_resolution))
+        video_path = write_video(f'{outdir}/proj', frames)
+        print(f'Saved the optimization progress video "{video_path}"' + (' (the box: the training grid on the canvas)' if fit_canvas else ''))
     save_image(target_uint8, f'{outdir}/target.png')
     save_image(synth, f'{outdir}/proj.png')
     extra = {}
     if final_canvas is not None:
         extra = dict(canvas_origin=np.array(final_canvas.origin, dtype=np.float64), canvas_size=np.array(size, dtype=np.int64),
                      canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap))
+    if projection.candidates:
+        best = projection.candidates[0]
+        extra.update(fit_search_origin=np.array(best.origin, dtype=np.float64), fit_search_zoom=np.float64(best.zoom),
+                     fit_search_latent=np.int64(best.latent), fit_search_score=np.float64(best.score))
+        print(f'Fitted canvas: origin ({final_canvas.origin[0]:.3f}, {final_canvas.origin[1]:.3f}), zoom {final_canvas.zoom:.4f}, '
+              f'size {size[0]}x{size[1]} (coarse search: origin ({best.origin[0]:.2f}, {best.origin[1]:.2f}), zoom {best.zoom:.3f}, '
+              f'{"class" if G.c_dim > 0 else "latent"} {best.latent})')
+    elif final_canvas is not None:
         print(f'Canvas: origin {tuple(round(v, 3) for v in final_canvas.origin)}, zoom {final_canvas.zoom:.4f}, size {size[0]}x{size[1]}')
     np.savez(f'{outdir}/projected_w.npz', w=projected_w.unsqueeze(0).cpu().numpy(), **extra)
-    print(f'Wrote {outdir}/target.png, proj.png, projected_w.npz' + (', proj.mp4' if save_video else ''))
+    print(f'Wrote {outdir}/target.png, proj.png, projected_w.npz' + (f', {os.path.basename(video_path)}' if save_video else ''))
 
 #----------------------------------------------------------------------------
 

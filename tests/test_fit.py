@@ -1,0 +1,185 @@
+"""Finding the canvas of an unaligned target (mspe_plugin.fit and projector.py --fit-canvas)."""
+import os
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+import dataset_tool
+import legacy
+import projector
+from mspe_plugin import fit
+from mspe_plugin import networks as pe_networks
+from mspe_plugin.encoding import Canvas
+from training import networks as host_networks
+
+torch.set_num_threads(1)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST = os.path.join(ROOT, 'tests', 'data', 'mnist', 't10k-images-idx3-ubyte.gz')
+W_DIM = 8
+
+def tiny_G(pe='mspe', res=32, seed=0):
+    """A small random generator (c_dim 0) with outputs mostly inside [-1, 1] and w_avg set."""
+    torch.manual_seed(seed)
+    kwargs = dict(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=res, img_channels=3, mapping_kwargs=dict(num_layers=2))
+    synthesis = dict(channel_base=16 * res, channel_max=32)
+    if pe is None:
+        G = host_networks.Generator(**kwargs, synthesis_kwargs=synthesis)
+    else:
+        G = pe_networks.Generator(**kwargs, synthesis_kwargs=dict(synthesis, pe=pe))
+    G = G.eval().requires_grad_(False)
+    for module in G.modules():
+        if isinstance(module, host_networks.ToRGBLayer):
+            module.weight.mul_(0.3)
+    G.mapping.w_avg.copy_(G.mapping(torch.randn([4000, W_DIM]), None)[:, 0].mean(dim=0))
+    return G
+
+def real_digit(index, colour=(1.0, 0.45, 0.2)):
+    """MNIST test digit `index` where the digit models were trained (upper-left quadrant of 32 px,
+    as dataset_tool.py --place=upper-left --content-scale=0.5 --colorize): [1, 3, 32, 32] in [-1, 1]."""
+    digit = dataset_tool.read_idx(MNIST, 2051)[index]
+    img = dataset_tool.place_on_canvas(PIL.Image.fromarray(digit, 'L'), (32, 32), 'upper-left', 0.5, 0, None, PIL.Image.LANCZOS)
+    img = dataset_tool.colorize(img, colour)
+    return torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)[None]
+
+def to_target(img):
+    return ((img[0] + 1) * 127.5).clamp(0, 255)
+
+@pytest.fixture(scope='module')
+def mspe_rs():
+    """The committed 32 px class-conditional MS-PE digit model with random resizing."""
+    with open(os.path.join(ROOT, 'results', 'models', 'mspe_rs.pkl'), 'rb') as f:
+        return legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False)
+
+#----------------------------------------------------------------------------
+# Pieces.
+
+def test_window_scores_find_a_crop_of_the_image():
+    """NCC is invariant to contrast and offset: a dimmed crop scores ~0 at its own window only."""
+    images = torch.rand([2, 1, 20, 24])
+    target = images[1:2, :, 5:13, 7:17] * 0.4 + 0.1
+    scores = fit.window_scores(images, target)
+    assert scores.shape == (2, 13, 15)
+    assert float(scores[1, 5, 7]) < 1e-3
+    others = scores.clone()
+    others[1, 5, 7] = 2
+    assert float(others.min()) > 0.3
+
+@pytest.mark.parametrize('origin, zoom', [((3.0, -5.0), 1.0), ((-2.5, 4.0), 1.5), ((1.0, 2.0), 0.75)])
+def test_resample_on_canvas_is_what_the_canvas_sees(origin, zoom):
+    """Output pixel p of a resampled image shows training pixel origin + p / zoom: whole-pixel
+    shifts are exact translations, and a zoomed image puts a lone bright pixel where expected."""
+    images = torch.full([1, 1, 32, 32], -1.0)
+    images[0, 0, 12, 9] = 1.0
+    canvas = Canvas(origin=origin, zoom=zoom, size=(32, 32))
+    out = fit.resample_on_canvas(images, canvas, 32)
+    assert out.shape == (1, 1, 32, 32) and float(out.min()) >= -1 and float(out.max()) <= 1
+    peak = divmod(int(out[0, 0].argmax()), 32)
+    expected = [zoom * (p - o) for p, o in zip((12, 9), origin)]
+    assert all(abs(a - b) <= 0.5 * max(zoom, 1) + 1e-6 for a, b in zip(peak, expected))
+    if zoom == 1.0 and all(float(v).is_integer() for v in origin):
+        dy, dx = (int(-v) for v in origin)
+        assert abs(float(out[0, 0, 12 + dy, 9 + dx]) - 1) < 1e-4
+        assert int((out > -1 + 1e-4).sum()) == 1
+
+def test_content_centre_is_the_ink_centroid():
+    img = torch.full([1, 3, 20, 30], -1.0)
+    img[:, :, 4:9, 20:25] = 1.0
+    cy, cx = fit.content_centre(img)
+    assert abs(cy - 6) < 0.05 and abs(cx - 22) < 0.05
+
+def test_search_finds_class_shift_and_zoom_of_a_generated_digit(mspe_rs):
+    """A digit drawn by one class's mean w on a moved, zoomed canvas (a point of the fine grid):
+    the best candidate is that class, that origin and that zoom."""
+    G = mspe_rs
+    c = torch.nn.functional.one_hot(torch.arange(500) % 10, 10).float()
+    w = G.mapping(torch.randn([500, G.z_dim], generator=torch.Generator().manual_seed(0)), c)
+    latents = torch.stack([w[k::10].mean(dim=0) for k in range(10)])
+    zoom = 2 ** 0.25                                                    # half a coarse zoom step
+    truth = Canvas(origin=(-6.0, 3.0), zoom=zoom, size=(32, 32))
+    render = lambda ws, cv: G.synthesis(ws, canvas=cv, noise_mode='const')
+    with torch.no_grad():
+        target = render(latents[3:4], truth)
+    best = fit.search_canvas(render, latents, target, Canvas(), 32, radius=8, step=4, zoom_range=(2 ** -0.5, 2 ** 0.5), num_refined=1)[0]
+    assert best.latent == 3 and best.score < 0.02
+    assert max(abs(a - b) for a, b in zip(best.origin, truth.origin)) < 1e-6 and abs(best.zoom - zoom) < 1e-6
+
+def test_zoom_grid_spans_the_range_geometrically():
+    zooms = fit.zoom_grid((0.5, 2.0), steps_per_octave=4)
+    assert len(zooms) == 9 and zooms[0] == 0.5 and abs(zooms[-1] - 2.0) < 1e-9
+    assert np.allclose(np.diff(np.log2(zooms)), 0.25)
+    with pytest.raises(ValueError):
+        fit.zoom_grid((2.0, 1.0))
+
+#----------------------------------------------------------------------------
+# The projector on a real digit.
+
+@pytest.mark.parametrize('down', [4, 6])
+def test_fit_canvas_finds_a_real_digit_moved_off_the_training_quadrant(mspe_rs, down):
+    """The issue's case: MNIST test digit 0 (a 7), coloured, 4-8 px down and 6 px right of where
+    the model was trained. Gradient descent from the training canvas landed far away; the coarse
+    search and the restarts bring the fitted origin within a pixel of (-down, -6)."""
+    truth = Canvas(origin=(-float(down), -6.0), size=(32, 32))
+    target = fit.resample_on_canvas(real_digit(0), truth, 32)
+    torch.manual_seed(0)                                        # the noise added to w
+    lines = []
+    proj = projector.project(mspe_rs, to_target(target), num_steps=60, loss='pixel', w_avg_samples=1000,
+                             fit_canvas=True, log=lines.append, progress=lambda *args: None)
+    found = proj.canvases[-1]
+    assert max(abs(a - b) for a, b in zip(found.origin, truth.origin)) < 1.0, found
+    assert found.zoom == 1.0
+    assert any(line.startswith('coarse search:') for line in lines) and any(line.startswith('restarts:') for line in lines)
+    with torch.no_grad():
+        recon = mspe_rs.synthesis(proj.ws[-1:], canvas=found, noise_mode='const')
+    assert float(10 * torch.log10(4 / (recon - target).square().mean())) > 22
+
+def test_fit_canvas_of_a_plain_host_generator_uses_its_constant():
+    """A plain StyleGAN2-ADA generator (no canvas support) fits a canvas in the same call: the
+    projector reads its learned constant on the canvas (register.with_canvas_support)."""
+    G = tiny_G(pe=None, res=16)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping.w_avg.expand([1, G.num_ws, -1]), noise_mode='const')
+    proj = projector.project(G, to_target(target), num_steps=5, loss='pixel', w_avg_samples=200, fit_canvas=True, fit_zoom=True,
+                             search_top=2, restart_steps=2, search_radius=4, search_step=2)
+    found = proj.canvases[-1]
+    assert np.isfinite(found.origin).all() and found.zoom > 0 and len(proj.ws) == 5
+    assert proj.candidates[0].origin == (0.0, 0.0) and proj.candidates[0].zoom == 1.0   # its own image: the training canvas
+
+#----------------------------------------------------------------------------
+# The measurement script (scripts/experiments/fit_canvas_eval.py).
+
+EVAL_SCRIPT = os.path.join(ROOT, 'scripts', 'experiments', 'fit_canvas_eval.py')
+
+def load_eval_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('fit_canvas_eval', EVAL_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+def test_eval_targets_sit_where_their_known_canvas_says():
+    """Each target is its aligned digit seen through the known canvas: the ink centre lands at
+    zoom * (centre - origin), the quadrant centre moves by the drawn offset, most ink stays."""
+    ev = load_eval_script()
+    targets = ev.make_targets(os.path.dirname(MNIST), 3, 32, seed=1)
+    assert len({t['index'] for t in targets}) == 3 and all(t['index'] >= ev.HELD_OUT for t in targets)
+    for t in targets:
+        canvas = t['canvas']
+        assert 0.75 <= canvas.zoom <= 1.5 and all(abs(d) <= 8 for d in t['offset'])
+        c = 32 / 4 - 0.5
+        assert all(abs(canvas.zoom * (c - o) - (c + d)) < 1e-9 for o, d in zip(canvas.origin, t['offset']))
+        aligned = ev.training_placement(dataset_tool.read_idx(MNIST, 2051)[t['index']], 32,
+                                        np.random.default_rng([1, t['index']]))
+        centre = fit.content_centre(aligned)
+        expected = [canvas.zoom * (x - o) for x, o in zip(centre, canvas.origin)]
+        found = fit.content_centre(t['target'])
+        assert max(abs(a - b) for a, b in zip(found, expected)) < 0.75, (found, expected)
+
+def test_eval_script_refuses_a_bad_zoom_range_in_one_sentence():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, EVAL_SCRIPT, '--zoom-search', '2,1'], capture_output=True, text=True, cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=120)
+    assert result.returncode != 0
+    assert '--zoom-search takes MIN,MAX' in result.stderr and 'Traceback' not in result.stderr
