@@ -174,11 +174,7 @@ def test_projector_and_sefa_work_on_an_upstream_pickle(upstream_snapshot, tmp_pa
     the projection, whose saved canvas a plain generator renders too."""
     import projector
     import generate
-    sys.path.insert(0, os.path.join(ROOT, 'scripts'))
-    try:
-        import sefa
-    finally:
-        sys.path.remove(os.path.join(ROOT, 'scripts'))
+    from scripts.tools import sefa
     path, G = upstream_snapshot
     PIL.Image.fromarray(expected_png(G, 3)).save(tmp_path / 'target.png')
     runs = {'w': [], 'wplus': ['--w-plus'], 'shift': ['--shift=0,2.5', '--size=16x24'],
