@@ -294,13 +294,7 @@ class FittedCanvas:
         c = self.origin[axis] / stride + index / self.log_zoom.exp()
         return torch.remainder(c, train_extent / stride) if self.fixed.wrap else c
 
-    def grid(self, res, img_resolution, rows=None, cols=None):
-        stride = img_resolution / res
-        default = self.render_size(res, img_resolution)
-        rows = (0, default[0]) if rows is None else rows
-        cols = (0, default[1]) if cols is None else cols
-        return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),
-                self.coords(cols[1] - cols[0], 1, stride, img_resolution, start=cols[0]))
+    grid = Canvas.grid      # the same grids, through this class's (differentiable) coords
 
     def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None):
         return encoding_from_coords(*self.grid(res, img_resolution, rows, cols), channels, base).to(device)

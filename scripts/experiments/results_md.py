@@ -284,6 +284,12 @@ def summary_table():
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
                   '`--pe=none`: ' + ', '.join(f'{r["mspe_vs_none_percent"]:+.1f}% at {r["res"]} px' for r in oh['rows']) + '.']
+    tb = load('bench/tiles.json')
+    if tb is not None:
+        lines += ['', f'Tiled rendering (`{tb["command"]}`, {tb["device"]}, {tb["torch_threads"]} thread): a '
+                  f'{tb["canvas"][0]} x {tb["canvas"][1]} canvas of `{tb["network"]}` in {tb["tiles"]} tiles of {tb["tile"]} px, '
+                  f'{tb["seconds"]:g} s, peak memory growth {tb["peak_growth_during_render_mb"]:g} MB '
+                  f'(one {tb["tile"]} px tile alone: {tb["one_tile"]["peak_growth_during_render_mb"]:g} MB).']
     return '\n'.join(lines) + '\n'
 
 def main():
