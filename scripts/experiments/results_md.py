@@ -227,7 +227,8 @@ def probes():
     if canvas is None or div is None:
         return None
     rows = [[_probe_name(r['snapshot'])] + [fmt(r[f'move_{d}'], '.2f') for d in (4, 8, 16)] +
-            [fmt(r['enlarged'], '.2f'), f'{r["zoom2"]:.2f}', f'{r["agreement"]:.3f}'] for r in canvas['rows']]
+            [fmt(r['enlarged'], '.2f'), fmt(r['zoom2'] if r['zoom2'] == r['zoom2'] else None, '.2f'),    # NaN: no ink
+             f'{r["agreement"]:.3f}'] for r in canvas['rows']]
     return dict(canvas_command=canvas['command'], canvas_num=canvas['num'], diversity_command=div['command'], diversity_num=div['num'],
                 canvas_table=table(['probe', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement'], rows),
                 diversity_table=table(DIVERSITY_HEADER, _diversity_rows(div['rows'], _probe_name)))
