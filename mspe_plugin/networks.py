@@ -38,7 +38,7 @@ PADDINGS = ('zero', 'none')
 # with rows / cols index ranges [a, b) of the canvas grid at scale res.
 
 # How far zero padding reaches into a layer's output, in output pixels per side (the host's 3x3
-# convolutions and 4-tap filters; tests/test_mspe_networks.py measures them). The padding-free
+# convolutions and 4-tap filters; tests/test_border.py measures them). The padding-free
 # walk crops these rings after every layer, so no output depends on where an edge is.
 _RING_CONV = 1          # 3x3 convolution
 _RING_UP_CONV = 2       # upsampling 3x3 convolution (transposed convolution + FIR filter)
