@@ -10,30 +10,13 @@ import dataset_tool
 import legacy
 import projector
 from mspe_plugin import fit
-from mspe_plugin import networks as pe_networks
 from mspe_plugin.encoding import Canvas
-from training import networks as host_networks
+from test_projector import make_G
 
 torch.set_num_threads(1)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MNIST = os.path.join(ROOT, 'tests', 'data', 'mnist', 't10k-images-idx3-ubyte.gz')
-W_DIM = 8
-
-def tiny_G(pe='mspe', res=32, seed=0):
-    """A small random generator (c_dim 0) with outputs mostly inside [-1, 1] and w_avg set."""
-    torch.manual_seed(seed)
-    kwargs = dict(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=res, img_channels=3, mapping_kwargs=dict(num_layers=2))
-    synthesis = dict(channel_base=16 * res, channel_max=32)
-    if pe is None:
-        G = host_networks.Generator(**kwargs, synthesis_kwargs=synthesis)
-    else:
-        G = pe_networks.Generator(**kwargs, synthesis_kwargs=dict(synthesis, pe=pe))
-    G = G.eval().requires_grad_(False)
-    for module in G.modules():
-        if isinstance(module, host_networks.ToRGBLayer):
-            module.weight.mul_(0.3)
-    G.mapping.w_avg.copy_(G.mapping(torch.randn([4000, W_DIM]), None)[:, 0].mean(dim=0))
-    return G
+tiny_G = make_G     # the projector tests' tiny random generator
 
 def real_digit(index, colour=(1.0, 0.45, 0.2)):
     """MNIST test digit `index` where the digit models were trained (upper-left quadrant of 32 px,
