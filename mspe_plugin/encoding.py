@@ -50,9 +50,9 @@ def encoding_from_coords(ys, xs, channels, base=10000.0):
     """The encoding of `sinusoidal_encoding`, uncached and differentiable in the float64 coordinate
     tensors ys [h] and xs [w] (the projector fits a canvas through it): float32 [C, h, w]."""
     half = channels // 2
-    table_x = _table(xs, channels, base)[:, None, :].expand(half, len(ys), len(xs))
-    table_y = _table(ys, channels, base)[:, :, None].expand(half, len(ys), len(xs))
-    return torch.cat([table_x, table_y], dim=0).to(torch.float32)
+    table_x = _table(xs, channels, base).to(torch.float32)[:, None, :].expand(half, len(ys), len(xs))
+    table_y = _table(ys, channels, base).to(torch.float32)[:, :, None].expand(half, len(ys), len(xs))
+    return torch.cat([table_x, table_y], dim=0)
 
 def sinusoidal_encoding(ys, xs, channels, base=10000.0, device=None):
     """The 2-D sinusoidal positional encoding PE on the grid ys x xs (Eq. 1-2).
