@@ -88,7 +88,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None,
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, mbstd_group=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None,
                                resume_skip_mismatch=False):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
@@ -214,6 +214,11 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     if args.batch_size % (args.batch_gpu * gpus) != 0:
         args.batch_gpu = args.batch_size // gpus
     args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)
+    if mbstd_group is not None:    # Not upstream: StyleGAN3's --mbstd-group.
+        if mbstd_group < 1 or args.batch_gpu % mbstd_group != 0:
+            raise click.ClickException(f'--mbstd-group must divide the per-process batch {args.batch_gpu}; got {mbstd_group}.')
+        desc += f'-mbstd{mbstd_group}'
+        args.D_kwargs.epilogue_kwargs.mbstd_group_size = mbstd_group
 
     _setup_augmentation(args, aug, p, target, augpipe)
     desc += args.pop('aug_desc')
@@ -594,6 +599,7 @@ def parse_comma_list(text):
 @click.option('--glr', help='Override G learning rate', type=float, metavar='LR')
 @click.option('--dlr', help='Override D learning rate', type=float, metavar='LR')
 @click.option('--map', help='Override the mapping network depth', type=int, metavar='INT')
+@click.option('--mbstd-group', help='Override the minibatch standard deviation group size of D', type=int, metavar='INT')
 @click.option('--resume-run', help='Continue the run in this folder from its newest snapshot ("latest": newest run in --outdir)', metavar='RUN_DIR')
 @click.option('--resume-skip-mismatch', help='With --resume: keep tensors whose shape differs in PKL as initialised instead of stopping', is_flag=True, default=None)
 # Not upstream: training recipe of the committed digit models (training/loss_labelce.py).
@@ -642,7 +648,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
