@@ -43,6 +43,7 @@ PADDINGS = ('zero', 'none')
 _RING_CONV = 1          # 3x3 convolution
 _RING_UP_CONV = 2       # upsampling 3x3 convolution (transposed convolution + FIR filter)
 _RING_UP_FILTER = 1     # FIR upsampling of the image (skip) and of the resnet shortcut
+_SQRT_HALF = float(np.sqrt(0.5))    # a Python float: torch.compile traces NumPy scalars as tensors
 
 def _default_tables(rows, channels, base):
     """1-D encoding tables (x half [C/2, n], y half [C/2, n]) of the training grid on the index range `rows`."""
@@ -279,14 +280,14 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             if fused_modconv is None:
                 fused_modconv = _fused_modconv_default(x)
             resnet = (block.architecture == 'resnet')
-            y = block.skip(x, gain=np.sqrt(0.5)) if resnet else None
+            y = block.skip(x, gain=_SQRT_HALF) if resnet else None
             x = _synthesis_layer(block.conv0, x, next(w_iter), noise(block.conv0, upsampled), fused_modconv)
             x = _crop(x, upsampled, have)
             if self.pe == 'mspe':
                 # Eq. 3: h_{l+1} = G_l(w_l, h_l) + gamma_l * PE_l, added between the two convolutions.
                 x = x + getattr(self, f'pe_gamma{res}').to(dtype) * self._encoding(res, canvas, have, device).to(dtype)
             x = _synthesis_layer(block.conv1, x, next(w_iter), noise(block.conv1, have), fused_modconv,
-                                 gain=np.sqrt(0.5) if resnet else 1)
+                                 gain=_SQRT_HALF if resnet else 1)
             x = _crop(x, have, _shrink(have, ring))
             if resnet:
                 x = _crop(y, upsampled, _shrink(have, ring)).add_(x)
@@ -320,9 +321,14 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             x, img = self._block(block, x, img, cur_ws, canvas, plan, noise_mode, fused_modconv, force_fp32)
         return _crop(img, plan[R]['x'], ((0, height), (0, width)))    # the canvas, without margins and spare pixels
 
+    @property
+    def random_canvas(self):
+        """Whether training renders a random canvas every step (random resizing, margins or
+        translation): its shapes change per step, so the host's compiled path runs it eager."""
+        return self.pe_resize is not None or bool(getattr(self, 'pe_margin', 0)) or bool(getattr(self, 'pe_translate', 0))
+
     def forward(self, ws, canvas=None, **render_kwargs):
-        translate = getattr(self, 'pe_translate', 0)
-        if not (self.training and canvas is None and (self.pe_resize is not None or getattr(self, 'pe_margin', 0) or translate)):
+        if not (self.training and canvas is None and self.random_canvas):
             return self.render(ws, canvas=canvas, **render_kwargs)
         # Training: MS-PE with random resizing renders at a random zoom, resized back to R (D sees only R);
         # random margins render the training grid inside a larger canvas and crop it, so the edge of
@@ -330,6 +336,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         # coordinates stay fixed; random translation renders the window [t, t + R) (the reals are
         # moved by their own draw of t, mspe_plugin.translate), so D sees content outside [0, R) too.
         from mspe_plugin.encoding import Canvas    # training needs the plugin installed
+        translate = getattr(self, 'pe_translate', 0)
         R = self.img_resolution
         zoom = float(np.random.uniform(*self.pe_resize)) if self.pe_resize is not None else 1.0
         size = max(int(round(R * zoom)), 1)

@@ -186,9 +186,10 @@ def load_projected_w(path, G, device):
 @click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
 @click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
 @click.option('--grid', is_flag=True, help='Also write grid.png with all images')
+@click.option('--compile', 'compile_mode', help='Compiled G.synthesis (one fixed canvas only): auto, on, off', type=click.Choice(['auto', 'on', 'off']), default='auto', show_default=True)
 @plugin_options
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device_name, grid,
-                    translate_strip=None, **canvas_flags):
+                    compile_mode='auto', translate_strip=None, **canvas_flags):
     """Generate images using a pretrained network pickle (or weights-only file).
 
     \b
@@ -221,6 +222,17 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
         if RENDER.wants_video(render_flags['video'], render_flags['video_path']):
             write_videos(G, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, canvas, canvas_flags, **render_flags)
             return
+
+    if compile_mode != 'off':    # Not upstream: training/compiled.py (tiles and strips render many canvases: eager)
+        if tile is None and strips is None:
+            from training import compiled
+            calls = len(seeds) if projected_w is None else 1    # projections: a handful of images
+            try:
+                compiled.compile_forward(G.synthesis, compile_mode, device, calls)
+            except ValueError as err:
+                raise click.ClickException(str(err))
+        elif compile_mode == 'on':
+            print('Compile: off (tiles and translate strips render many canvases, which would recompile)')
 
     def make_image(label, psi, z=None, ws=None):
         """uint8 [H, W, C]: one render, or --tile tiles of the canvas."""

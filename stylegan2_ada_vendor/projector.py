@@ -201,6 +201,7 @@ def project(
     device                  = None,     # torch.device, None = cuda when present, else cpu.
     log                     = None,     # Printer of one line per stage (e.g. print), None = silent.
     progress                = None,     # progress(step, num_steps, distance, canvas) after every step of the final run.
+    compile_mode            = 'off',    # Not upstream: 'auto', 'on' or 'off', G.synthesis compiled (training/compiled.py).
 ):
     """Find ws (and the canvas) whose image matches `target`. Returns a Projection.
 
@@ -222,6 +223,12 @@ def project(
         from mspe_plugin.encoding import Canvas, FittedCanvas
         canvas = Canvas() if canvas is None else canvas
         G = register.with_canvas_support(G)     # a plain generator: the baseline variant reads its constant on the canvas
+    if compile_mode != 'off':
+        from training import compiled
+        if fit_canvas:
+            log('Compile: off (--fit-canvas moves the canvas every step, which would recompile)')
+        else:
+            compiled.compile_forward(G.synthesis, compile_mode, device, num_steps, log=log)
     out_size = canvas.output_size(R) if canvas is not None else (R, R)
     if tuple(target.shape) != (G.img_channels, *out_size):
         raise ValueError(f'target has shape {tuple(target.shape)}; expected {(G.img_channels, *out_size)}.')
@@ -441,6 +448,7 @@ def load_generator(network_pkl, device):
 @click.option('--seed', help='Random seed', type=int, default=303, show_default=True)
 @click.option('--save-video', help='Save a video of optimization progress (mp4 with imageio-ffmpeg, else GIF)', type=bool, default=True, show_default=True)
 @click.option('--outdir', help='Where to save the output images', required=True, metavar='DIR')
+@click.option('--compile', 'compile_mode', help='Compiled G.synthesis: auto, on, off', type=click.Choice(['auto', 'on', 'off']), default='auto', show_default=True)
 @click.option('--device', 'device_name', help='auto (cuda when present, else cpu), cpu, cuda, cuda:N', default='auto', show_default=True)
 @click.option('--w-plus', help='Optimise one w per layer (W+) instead of one broadcast w (W)', is_flag=True)
 @click.option('--loss', 'loss_kind', help='Distance: LPIPS, pixel + multi-scale MSE, or auto (LPIPS when its weights load)',
@@ -450,7 +458,7 @@ def load_generator(network_pkl, device):
 @click.option('--fit-zoom', help='With --fit-canvas: also find the zoom (searched over 0.5x..2x)', is_flag=True)
 @canvas_flags
 def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdir, device_name, w_plus,
-                   loss_kind, vgg16_url, fit_canvas, fit_zoom, **canvas_kwargs):
+                   loss_kind, vgg16_url, fit_canvas, fit_zoom, compile_mode='auto', **canvas_kwargs):
     """Project given image to the latent space of pretrained network pickle.
 
     Example:
@@ -483,7 +491,8 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     print(f'Projecting {target_fname} ({size[0]}x{size[1]}) on {device.type} in {"W+" if w_plus else "W"} space...')
     projection = project(G, torch.tensor(target_uint8.transpose(2, 0, 1), device=device), num_steps=num_steps,
                          w_plus=w_plus, canvas=canvas, fit_canvas=fit_canvas, fit_zoom=fit_zoom, loss=loss_kind,
-                         vgg16_url=vgg16_url, seed=seed, device=device, log=print, progress=print_progress)
+                         vgg16_url=vgg16_url, seed=seed, device=device, log=print, progress=print_progress,
+                         compile_mode=compile_mode)
     print(f'Loss: {projection.loss_name}; final distance {projection.losses[-1]:.4f}.')
 
     # Everything below writes outputs: only reached after a successful projection.

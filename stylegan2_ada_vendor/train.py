@@ -54,7 +54,7 @@ RESUME_SPECS = {    # upstream's published transfer-learning sources
 }
 
 # Flags that may accompany --resume-run (everything else comes from training_options.json).
-RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers'}
+RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers', 'compile_mode'}
 
 #----------------------------------------------------------------------------
 # Plugin hook: a plugin module exposing the mspe_plugin.register API (mspe_plugin/register.py).
@@ -591,6 +591,7 @@ def parse_comma_list(text):
 @click.option('--nhwc', help='Use NHWC memory format with FP16', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
+@click.option('--compile', 'compile_mode', help='Compiled G and D for the main training phases: auto, on, off [default: auto]', type=click.Choice(['auto', 'on', 'off']))
 @click.option('--workers', help='Data loader worker processes [default: 3 with CUDA, 0 on CPU]', type=int, metavar='INT')
 # Not upstream: StyleGAN3's flags and run control.
 @click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
@@ -630,11 +631,13 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     if resume_run is not None:
         extra = sorted(given - RESUME_RUN_FLAGS)
         if extra:
-            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg and --workers may change).')
+            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg, --workers and --compile may change).')
         run_dir = find_run_dir(resume_run, outdir)
         args, snapshot, resumed_kimg = setup_resume_run(run_dir, config_kwargs['kimg'])
         if config_kwargs['workers'] is not None:
             args.data_loader_kwargs.num_workers = config_kwargs['workers']
+        if config_kwargs['compile_mode'] is not None:
+            args.compile_mode = config_kwargs['compile_mode']
         note = f'Continuing {run_dir} from {os.path.basename(snapshot)} at kimg {resumed_kimg:g}' if snapshot else f'Restarting {run_dir} from scratch (it has no snapshot yet)'
         note += f' up to kimg {args.total_kimg:g}'
     else:
@@ -655,6 +658,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, **pe_flags)
             plugin.configure_loss(args.loss_kwargs, pe_translate)
             desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
+        args.compile_mode = config_kwargs.get('compile_mode', 'auto')
         args.run_dir = None
 
     print()

@@ -20,6 +20,8 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     """Scale `x` to unit root-mean-square along `dim`."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
+SQRT_HALF = float(np.sqrt(0.5))    # a Python float, not np.float64: torch.compile traces NumPy scalars as tensors
+
 def default_fused_modconv(x):
     """Whether modulated convolutions should run as one grouped convolution for input `x`.
 
@@ -156,7 +158,7 @@ class Conv2dLayer(torch.nn.Module):
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
         self.padding = kernel_size // 2
         self.weight_gain = 1 / np.sqrt(in_channels * (kernel_size ** 2))
-        self.act_gain = bias_act.activation_funcs[activation].def_gain
+        self.act_gain = float(bias_act.activation_funcs[activation].def_gain)
 
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         weight = torch.randn([out_channels, in_channels, kernel_size, kernel_size]).to(memory_format=memory_format)
@@ -286,7 +288,7 @@ class SynthesisLayer(torch.nn.Module):
         self.conv_clamp = conv_clamp
         self.register_buffer('resample_filter', upfirdn2d.setup_filter(resample_filter))
         self.padding = kernel_size // 2
-        self.act_gain = bias_act.activation_funcs[activation].def_gain
+        self.act_gain = float(bias_act.activation_funcs[activation].def_gain)
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -426,9 +428,9 @@ class SynthesisBlock(torch.nn.Module):
         if self.in_channels == 0:
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
         elif self.architecture == 'resnet':
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=SQRT_HALF)
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=np.sqrt(0.5), **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=SQRT_HALF, **layer_kwargs)
             x = y.add_(x)
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
@@ -606,9 +608,9 @@ class DiscriminatorBlock(torch.nn.Module):
 
         # Main layers.
         if self.architecture == 'resnet':
-            y = self.skip(x, gain=np.sqrt(0.5))
+            y = self.skip(x, gain=SQRT_HALF)
             x = self.conv0(x)
-            x = self.conv1(x, gain=np.sqrt(0.5))
+            x = self.conv1(x, gain=SQRT_HALF)
             x = y.add_(x)
         else:
             x = self.conv0(x)

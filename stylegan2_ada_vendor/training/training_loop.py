@@ -176,6 +176,7 @@ def training_loop(
     allow_tf32              = False,    # TF32 matmuls and convolutions (CUDA only).
     abort_fn                = None,     # Callable: True stops training after the current tick.
     progress_fn             = None,     # Callable(cur_kimg, total_kimg) after every tick.
+    compile_mode            = 'off',    # Not upstream: 'auto', 'on' or 'off' (training/compiled.py).
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
@@ -301,6 +302,12 @@ def training_loop(
             state_name = f'training-state-{snapshot_label(cur_nimg, kimg_per_tick, total_kimg)}.pkl'
         state_path = os.path.join(run_dir, state_name)
         _restore_training_state(state_path, cur_nimg, optimizers, loss, rank)
+
+    # Not upstream: the main phases through compiled networks (training/compiled.py).
+    if compile_mode != 'off':
+        from training import compiled
+        steps = max(int(total_kimg * 1000) - cur_nimg, 0) // batch_size
+        loss = compiled.wrap_loss(loss, compile_mode, device, steps, log=print if rank == 0 else None)
 
     # Image grids: reals, and fakes of fixed latents (the same latents after a resume).
     grid_size = grid_z = grid_c = None
