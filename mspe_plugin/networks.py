@@ -261,7 +261,10 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         res = block.resolution
         w_iter = iter(ws.unbind(dim=1))
         batch_size, device = ws.shape[0], ws.device
-        dtype = torch.float16 if block.use_fp16 and not force_fp32 and device.type == 'cuda' else torch.float32
+        if hasattr(block, 'compute_dtype'):    # our host (bfloat16 on CPU with --cpu-bf16)
+            dtype = block.compute_dtype(device, force_fp32)
+        else:                                   # an upstream checkout's block
+            dtype = torch.float16 if block.use_fp16 and not force_fp32 and device.type == 'cuda' else torch.float32
         ring = _RING_CONV if getattr(self, 'pe_padding', 'zero') == 'none' else 0
         noise = lambda layer, ranges: self._noise(layer, res, canvas, ranges, batch_size, noise_mode, device)
         have = plan[res]['pe']

@@ -42,7 +42,7 @@ CFG_SPECS = {
     'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  fmaps=1,    cmax=512, lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8, fp16=True),
     'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  fmaps=1,    cmax=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, fp16=True),
     'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, fmaps=1,    cmax=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, fp16=True),
-    'cpu':       dict(ref_gpus=1,  kimg=1000,   mb=32, mbstd=4,  fmaps=1/16, cmax=128, lrate=0.0025, gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=False),
+    'cpu':       dict(ref_gpus=1,  kimg=1000,   mb=32, mbstd=4,  fmaps=1/16, cmax=128, lrate=0.0025, gamma=-1,   ema=-1,  ramp=0.05, map=2, fp16=True),
 }
 
 RESUME_SPECS = {    # upstream's published transfer-learning sources
@@ -170,7 +170,7 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
     args.G_kwargs.synthesis_kwargs.channel_max = args.D_kwargs.channel_max = spec.cmax
     args.G_kwargs.mapping_kwargs.num_layers = spec.map
     fp16_res = 4 if spec.fp16 else 0
-    args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = fp16_res    # fp16 for the 4 highest resolutions (CUDA only)
+    args.G_kwargs.synthesis_kwargs.num_fp16_res = args.D_kwargs.num_fp16_res = fp16_res    # FP16 blocks: float16 on CUDA; on CPU float32, or bfloat16 with --cpu-bf16
     args.G_kwargs.synthesis_kwargs.conv_clamp = args.D_kwargs.conv_clamp = 256 if spec.fp16 else None
     args.D_kwargs.epilogue_kwargs.mbstd_group_size = spec.mbstd
 
@@ -592,6 +592,7 @@ def parse_comma_list(text):
 @click.option('--nobench', help='Disable cuDNN benchmarking', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Allow PyTorch to use TF32 internally', type=bool, metavar='BOOL')
 @click.option('--compile', 'compile_mode', help='Compiled G and D for the main training phases: auto, on, off [default: auto]', type=click.Choice(['auto', 'on', 'off']))
+@click.option('--cpu-bf16', help='On CPU, compute the FP16 blocks (--fp32=0 presets) in bfloat16 [default: false]', type=bool, metavar='BOOL')
 @click.option('--workers', help='Data loader worker processes [default: 3 with CUDA, 0 on CPU]', type=int, metavar='INT')
 # Not upstream: StyleGAN3's flags and run control.
 @click.option('--tick', help='Kimg per tick: progress line, stats and snapshot granularity [default: 4]', type=float, metavar='KIMG')
@@ -659,6 +660,12 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
             plugin.configure_loss(args.loss_kwargs, pe_translate)
             desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
         args.compile_mode = config_kwargs.get('compile_mode', 'auto')
+        if config_kwargs.get('cpu_bf16'):
+            from training import compiled
+            if not torch.cuda.is_available() and not compiled.cpu_bf16_supported():
+                raise click.ClickException('--cpu-bf16=1 needs a CPU with native bfloat16 (AVX512-BF16 or AMX) under oneDNN; this one has none, so drop the flag.')
+            args.cpu_bf16 = True
+            desc += '-bf16'
         args.run_dir = None
 
     print()

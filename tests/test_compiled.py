@@ -165,3 +165,28 @@ def test_compiled_loss_finds_the_networks_of_a_wrapping_loss():
     wrapped = compiled.CompiledLoss(Wrapper(inner), backend=CountingBackend(), log=None)
     assert [owner for owner, *_ in wrapped.swaps] == [inner, inner]
     assert wrapped.pl_mean is inner.pl_mean
+
+#----------------------------------------------------------------------------
+# bfloat16 FP16 blocks on CPU (train.py --cpu-bf16).
+
+@pytest.mark.skipif(not compiled.cpu_bf16_supported(), reason='this CPU has no native bfloat16 under oneDNN')
+def test_cpu_bf16_runs_the_fp16_blocks_in_bfloat16_within_its_rounding():
+    torch.manual_seed(0)
+    kw = dict(channel_base=256, channel_max=16, num_fp16_res=2, conv_clamp=256)
+    G = networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2), synthesis_kwargs=kw)
+    D = networks.Discriminator(c_dim=0, img_resolution=16, img_channels=3, **kw)
+    ws = G.mapping(torch.randn([4, 8]), None).detach()
+    ref_img = G.synthesis(ws, noise_mode='const').detach()
+    ref_logits = D(ref_img, None).detach()
+    dtypes = []
+    G.synthesis.b16.conv1.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    assert compiled.use_cpu_bf16(G, D) == 4     # b8, b16 of G; b16, b8 of D
+    img = G.synthesis(ws, noise_mode='const')
+    logits = D(img, None)
+    assert dtypes[-1] == torch.bfloat16 and img.dtype == torch.float32 and logits.dtype == torch.float32
+    assert (img - ref_img).abs().max() < 0.05 * ref_img.abs().max()
+    assert (logits - ref_logits).abs().max() < 0.05 * ref_logits.abs().max() + 0.05
+    # Gradients reach the float32 weights; force_fp32 renders in float32 exactly as before.
+    logits.sum().backward()
+    assert all(p.grad is None or (p.grad.dtype == torch.float32 and p.grad.isfinite().all()) for p in G.parameters())
+    assert torch.equal(G.synthesis(ws, noise_mode='const', force_fp32=True), ref_img)

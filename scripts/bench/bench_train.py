@@ -1,4 +1,5 @@
-"""Training throughput (kimg/hour) of the host's `--cfg=cpu` preset on this machine's CPU.
+"""Training throughput (kimg/hour) of the host's `--cfg=cpu` preset on this machine's CPU, eager
+(`--compile=off`) and compiled (`--compile=on`, training/compiled.py; its compile time falls in tick 0).
 
 For each resolution it writes a small synthetic dataset, runs `stylegan2_ada_vendor/train.py`
 for a few ticks and reads the per-tick timings from the run's stats.jsonl. Tick 0 (a single
@@ -42,7 +43,7 @@ def make_blobs_zip(path, resolution, count=64, seed=0):
             PIL.Image.fromarray((img.clip(0, 1) * 255).astype(np.uint8), 'RGB').save(buf, format='png')
             zf.writestr(f'img{idx:08d}.png', buf.getvalue())
 
-def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
+def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir, compile_mode='off', bf16=False):
     """Train `ticks` ticks after tick 0 at `resolution`; returns a dict of timings."""
     os.makedirs(workdir, exist_ok=True)
     data = os.path.join(workdir, f'blobs{resolution}.zip')
@@ -50,7 +51,7 @@ def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
     outdir = os.path.join(workdir, f'runs{resolution}')
     total_kimg = batch / 1000 + ticks * tick_kimg
     cmd = [sys.executable, TRAIN, f'--outdir={outdir}', f'--data={data}', '--cfg=cpu', f'--kimg={total_kimg:g}',
-           f'--tick={tick_kimg:g}', '--snap=1000', '--metrics=none', f'--aug={aug}', f'--batch={batch}']
+           f'--tick={tick_kimg:g}', '--snap=1000', '--metrics=none', f'--aug={aug}', f'--batch={batch}', f'--compile={compile_mode}'] + (['--cpu-bf16=1'] if bf16 else [])
     start = time.time()
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -64,7 +65,7 @@ def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
     kimg = kimgs[-1] - kimgs[0]
     with open(os.path.join(run_dir, 'training_options.json')) as f:
         options = json.load(f)
-    return dict(resolution=resolution, batch=batch, aug=aug, ticks=len(timed), kimg=round(kimg, 4),
+    return dict(resolution=resolution, batch=batch, aug=aug, compile=compile_mode, cpu_bf16=bf16, ticks=len(timed), kimg=round(kimg, 4),
                 seconds=round(seconds, 2), sec_per_kimg=round(seconds / kimg, 2), kimg_per_hour=round(3600 * kimg / seconds, 1),
                 wall_seconds=round(time.time() - start, 1), G_kwargs=options['G_kwargs'])
 
@@ -74,18 +75,23 @@ def bench_resolution(resolution, ticks, tick_kimg, batch, aug, workdir):
 @click.option('--tick-kimg', help='kimg per tick', type=float, default=0.128, show_default=True)
 @click.option('--batch', help='Minibatch size', type=int, default=32, show_default=True)
 @click.option('--aug', 'augs', help='Augmentation modes to measure', type=click.Choice(['ada', 'noaug']), multiple=True, default=['ada', 'noaug'], show_default=True)
+@click.option('--compile', 'compiles', help='train.py --compile modes to measure', type=click.Choice(['off', 'on']), multiple=True, default=['off', 'on'], show_default=True)
+@click.option('--bf16/--no-bf16', default=True, show_default=True, help='Also measure --compile=on --cpu-bf16=1 (CPUs with native bfloat16)')
 @click.option('--out', help='JSON output', default=os.path.join(ROOT, 'results', 'bench', 'bench_train.json'), show_default=True)
-def main(resolutions, ticks, tick_kimg, batch, augs, out):
+def main(resolutions, ticks, tick_kimg, batch, augs, compiles, bf16, out):
     """Measure CPU training throughput of the cpu preset."""
     rows = []
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
         for resolution in resolutions:
             for aug in augs:
-                rows.append(bench_resolution(resolution, ticks, tick_kimg, batch, aug, os.path.join(workdir, aug)))
-    print(f'{"res":>5} {"batch":>6} {"aug":>6} {"kimg":>7} {"sec/kimg":>9} {"kimg/hour":>10}')
+                for mode in compiles:
+                    rows.append(bench_resolution(resolution, ticks, tick_kimg, batch, aug, os.path.join(workdir, f'{aug}-{mode}'), mode))
+                if bf16 and not torch.cuda.is_available():
+                    rows.append(bench_resolution(resolution, ticks, tick_kimg, batch, aug, os.path.join(workdir, f'{aug}-bf16'), 'on', bf16=True))
+    print(f'{"res":>5} {"batch":>6} {"aug":>6} {"compile":>8} {"bf16":>5} {"kimg":>7} {"sec/kimg":>9} {"kimg/hour":>10} {"wall s":>7}')
     for row in rows:
-        print(f'{row["resolution"]:>5} {row["batch"]:>6} {row["aug"]:>6} {row["kimg"]:>7.3f} {row["sec_per_kimg"]:>9.1f} {row["kimg_per_hour"]:>10.1f}')
+        print(f'{row["resolution"]:>5} {row["batch"]:>6} {row["aug"]:>6} {row["compile"]:>8} {str(row["cpu_bf16"]):>5} {row["kimg"]:>7.3f} {row["sec_per_kimg"]:>9.1f} {row["kimg_per_hour"]:>10.1f} {row["wall_seconds"]:>7.1f}')
     machine = dict(cpu_count=os.cpu_count(), torch_threads=torch.get_num_threads(), torch=torch.__version__,
                    python=platform.python_version(), processor=platform.processor() or platform.machine(),
                    load_average_before=[round(x, 2) for x in load_before], load_average_after=[round(x, 2) for x in os.getloadavg()])

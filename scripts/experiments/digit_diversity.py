@@ -139,7 +139,8 @@ def d_label_preference(D, data, num, seed=0):
 @click.option('--json', 'json_path', default=None, help='Also write the rows here')
 @click.option('--note', default='', help='A sentence stored with the rows (what the snapshots are)')
 @click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg')
-def main(paths, data, num, classifier, json_path, note, every):
+@click.option('--net', type=click.Choice(['G_ema', 'G']), default='G_ema', show_default=True, help='Which generator of a snapshot to score (G: the raw, not averaged, weights)')
+def main(paths, data, num, classifier, json_path, note, every, net):
     """The digit classifier's verdict on the fakes of network pickles or run folders."""
     device = dg.pick_device()
     clf = dg.load_classifier(classifier, device=device)
@@ -149,7 +150,9 @@ def main(paths, data, num, classifier, json_path, note, every):
     for path in snapshots(paths, every):
         with open(path, 'rb') as f:
             snapshot = legacy.load_network_pkl(f)
-        G = snapshot['G_ema'].eval().requires_grad_(False).to(device)
+        if snapshot.get(net) is None:
+            raise click.ClickException(f'{path} holds no {net}; score G_ema (--net=G_ema).')
+        G = snapshot[net].eval().requires_grad_(False).to(device)
         ws = dg.latents(G, num, seed=0)
         rows[path] = verdict(dg.render(G, ws), clf, real_feats, dg.requested_classes(G, num, seed=0))
         rows[path]['style_spread'] = style_spread(G, ws)

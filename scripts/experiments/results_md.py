@@ -192,18 +192,31 @@ def host_speed():
     d = load('bench/bench_host.json')
     if d is None:
         return None
-    rows = [[f'{r["res"]} px', r['batch'], f'{r["g_fwd_fused_img_s"]:.1f}', f'{r["g_fwd_nonfused_img_s"]:.1f}',
-             f'{r["gd_fwd_bwd_img_s"]:.1f}'] for r in d['rows']]
-    return dict(command=f'python -m scripts.bench.bench_host --threads={d["threads"]}',
-                table=table(['res', 'batch', 'G fwd fused', 'G fwd non-fused', 'G+D fwd+bwd'], rows))
+    impls = [k for k in ('eager', 'compiled', 'compiled_bf16', 'upstream') if k in d['rows'][0]]
+    rows = []
+    for r in d['rows']:
+        for k in impls:
+            x = r[k]
+            rows.append([f'{r["res"]} px', k, f'{x["g_fwd_img_s"]:.1f}', f'{x["gd_step_img_s"]:.1f}',
+                         f'{x["first_g_fwd_s"]:.1f}', f'{x["first_step_s"]:.1f}'])
+    ratios = []
+    for r in d['rows']:
+        for key, label in (('compiled_vs_eager', 'compiled / eager'), ('compiled_bf16_vs_eager', 'compiled + bf16 / eager'),
+                           ('compiled_vs_upstream', 'compiled / upstream'), ('compiled_bf16_vs_upstream', 'compiled + bf16 / upstream'),
+                           ('eager_vs_upstream', 'eager / upstream')):
+            if key in r:
+                ratios.append([f'{r["res"]} px', label, f'x{r[key]["g_fwd"]:.2f}', f'x{r[key]["gd_step"]:.2f}'])
+    return dict(command=d['command'], device=d['device'], threads=d['threads'],
+                table=table(['res', 'networks', 'G fwd img/s', 'training step img/s', 'first G fwd s', 'first step s'], rows),
+                ratios=table(['res', 'ratio', 'G fwd', 'training step'], ratios))
 
 def train_speed():
     d = load('bench/bench_train.json')
     if d is None:
         return None
-    keys = ['resolution', 'batch', 'aug', 'kimg', 'sec_per_kimg', 'kimg_per_hour']
+    keys = ['resolution', 'batch', 'aug', 'compile', 'cpu_bf16', 'kimg', 'sec_per_kimg', 'kimg_per_hour', 'wall_seconds']
     return dict(command=d['command'], cores=d['machine']['cpu_count'], threads=d['machine']['torch_threads'],
-                table=table(keys, [[r[k] for k in keys] for r in d['results']]))
+                table=table(keys, [[r.get(k, {'compile': 'off', 'cpu_bf16': False}.get(k)) for k in keys] for r in d['results']]))
 
 def upstream():
     d = load('bench/compare_upstream.json')
@@ -285,6 +298,17 @@ def summary_table():
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
                   '`--pe=none`: ' + ', '.join(f'{r["mspe_vs_none_percent"]:+.1f}% at {r["res"]} px' for r in oh['rows']) + '.']
+    hs = load('bench/bench_host.json')
+    if hs is not None and 'compiled_vs_eager' in hs['rows'][0]:
+        parts = []
+        for r in hs['rows']:
+            part = f'{r["res"]} px: G forward x{r["compiled_vs_eager"]["g_fwd"]:.2f}, training step x{r["compiled_vs_eager"]["gd_step"]:.2f} over eager'
+            if 'compiled_vs_upstream' in r:
+                part += f' (x{r["compiled_vs_upstream"]["g_fwd"]:.2f}, x{r["compiled_vs_upstream"]["gd_step"]:.2f} over upstream\'s networks)'
+            if 'compiled_bf16_vs_upstream' in r:
+                part += f'; with --cpu-bf16 x{r["compiled_bf16_vs_upstream"]["g_fwd"]:.2f}, x{r["compiled_bf16_vs_upstream"]["gd_step"]:.2f} over upstream'
+            parts.append(part)
+        lines += ['', f'[Compiled path](results/README.md#speed-of-the-hosts-networks) (`--compile`, {hs["device"]}, {hs["threads"]} threads): ' + '; '.join(parts) + '.']
     tb = load('bench/tiles.json')
     if tb is not None:
         lines += ['', f'Tiled rendering (`{tb["command"]}`, {tb["device"]}, {tb["torch_threads"]} thread): a '

@@ -22,6 +22,12 @@ for G.synthesis and two for D (parameters trainable or frozen), `tests/test_comp
 
 Inference (`compile_forward`): generate.py and projector.py compile G.synthesis's forward in place
 for the process.
+
+Reduced precision on CPU (`use_cpu_bf16`, train.py --cpu-bf16): upstream computes its "FP16" blocks
+(`num_fp16_res`, the highest resolutions) in float16 on CUDA; on CPU the host computes them in
+float32 unless a block's `cpu_bf16` attribute is set, when they run in bfloat16, whose
+convolutions oneDNN runs natively on CPUs with AVX512-BF16 or AMX. Training sets it on G and D,
+never on G_ema, so snapshots render and are evaluated in float32.
 """
 
 import contextlib
@@ -131,6 +137,23 @@ class _Compiled(torch.nn.Module):
             if self.log is not None:
                 self.log(f'Compiled {self.name} ({"trainable" if key and key[0] else "frozen"} parameters) in {time.perf_counter() - t0:.1f} s')
         return out
+
+#----------------------------------------------------------------------------
+
+def cpu_bf16_supported():
+    """Whether this CPU runs bfloat16 convolutions natively (oneDNN with AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+def use_cpu_bf16(*modules):
+    """Compute the FP16 blocks of `modules` in bfloat16 on CPU (see the module docstring).
+    :return: how many blocks were switched (0 when the networks have no FP16 blocks)."""
+    blocks = [m for module in modules for m in module.modules() if getattr(m, 'use_fp16', False)]
+    for m in blocks:
+        m.cpu_bf16 = True
+    return len(blocks)
 
 #----------------------------------------------------------------------------
 

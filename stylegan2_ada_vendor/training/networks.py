@@ -20,6 +20,15 @@ def normalize_2nd_moment(x, dim=1, eps=1e-8):
     """Scale `x` to unit root-mean-square along `dim`."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
+def block_dtype(block, device, force_fp32=False):
+    """The compute dtype of a synthesis or discriminator block (see SynthesisBlock.compute_dtype)."""
+    if block.use_fp16 and not force_fp32:
+        if device.type == 'cuda':
+            return torch.float16
+        if device.type == 'cpu' and getattr(block, 'cpu_bf16', False):
+            return torch.bfloat16
+    return torch.float32
+
 SQRT_HALF = float(np.sqrt(0.5))    # a Python float, not np.float64: torch.compile traces NumPy scalars as tensors
 
 def default_fused_modconv(x):
@@ -403,10 +412,10 @@ class SynthesisBlock(torch.nn.Module):
                 resample_filter=resample_filter, channels_last=self.channels_last)
 
     def compute_dtype(self, device, force_fp32=False):
-        """float16 only for fp16 blocks on CUDA (CPU half convolutions are slow or missing)."""
-        if self.use_fp16 and not force_fp32 and device.type == 'cuda':
-            return torch.float16
-        return torch.float32
+        """float16 for fp16 blocks on CUDA; on CPU float32 (CPU float16 convolutions are slow or
+        missing), or bfloat16 when the block's `cpu_bf16` attribute is set (not upstream:
+        training/compiled.py sets it for train.py --cpu-bf16)."""
+        return block_dtype(self, device, force_fp32)
 
     def forward(self, x, img, ws, force_fp32=False, fused_modconv=None, **layer_kwargs):
         misc.assert_shape(ws, [None, self.num_conv + self.num_torgb, self.w_dim])
@@ -590,7 +599,7 @@ class DiscriminatorBlock(torch.nn.Module):
                 trainable=next(trainable_iter), resample_filter=resample_filter, channels_last=self.channels_last)
 
     def forward(self, x, img, force_fp32=False):
-        dtype = torch.float16 if self.use_fp16 and not force_fp32 and (img if img is not None else x).device.type == 'cuda' else torch.float32
+        dtype = block_dtype(self, (img if img is not None else x).device, force_fp32)
         memory_format = torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
 
         # Input.

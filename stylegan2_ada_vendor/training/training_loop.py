@@ -177,6 +177,7 @@ def training_loop(
     abort_fn                = None,     # Callable: True stops training after the current tick.
     progress_fn             = None,     # Callable(cur_kimg, total_kimg) after every tick.
     compile_mode            = 'off',    # Not upstream: 'auto', 'on' or 'off' (training/compiled.py).
+    cpu_bf16                = False,    # Not upstream: FP16 blocks of G and D in bfloat16 on CPU (training/compiled.py).
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
@@ -202,6 +203,11 @@ def training_loop(
     G = dnnlib.util.construct_class_by_name(**G_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
     D = dnnlib.util.construct_class_by_name(**D_kwargs, **common_kwargs).train().requires_grad_(False).to(device)
     G_ema = copy.deepcopy(G).eval()
+    if cpu_bf16 and device.type == 'cpu':    # Not upstream: after the G_ema copy, which stays float32
+        from training import compiled
+        blocks = compiled.use_cpu_bf16(G, D)
+        if rank == 0:
+            print(f'CPU bfloat16: {blocks} FP16 blocks of G and D compute in bfloat16' + ('' if blocks else ' (none: the preset has no FP16 blocks, or --fp32)'))
 
     # Resume: weights from any pickle; counters and optimizer state only when continuing a run.
     resume_data = None
