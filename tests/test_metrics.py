@@ -257,7 +257,7 @@ def test_two_processes_gather_features_and_share_distance_work(tmp_path):
 
 def test_metric_names_include_upstream_and_cpu_sized_ones():
     for name in ['fid50k_full', 'kid50k_full', 'pr50k3_full', 'fid50k', 'kid50k', 'pr50k3',
-                 'fid2k_full', 'fid5k_full', 'kid2k_full', 'kid5k_full', 'pr2k3_full', 'pr5k3_full']:
+                 'fid2k_full', 'fid5k_full', 'kid2k_full', 'kid5k_full', 'pr2k3_full', 'pr5k3_full', 'fid2k', 'kid2k', 'pr2k3']:
         assert metric_main.is_valid_metric(name)
     assert not metric_main.is_valid_metric('fid1k_nonsense')
 
@@ -275,6 +275,109 @@ def test_calc_metric_result_is_appended_to_run_dir_jsonl(files, tmp_path):
     assert line['snapshot_pkl'] == 'network-snapshot-000040.pkl'
     assert line['results']['kid2k_full'] == result.results.kid2k_full
     assert line['detector'] == files.detector
+
+#----------------------------------------------------------------------------
+# CPU-sized metrics (fid2k, kid2k, pr2k3): capped reals, their cache, shared fakes, progress.
+
+@pytest.fixture
+def detector_calls(monkeypatch):
+    """Records (phase, images) for every detector call, phase 'reals' inside the dataset pass and
+    'fakes' otherwise; `count(phase)` is the number of images the detector saw in that phase."""
+    calls = []
+    phase = ['fakes']
+    original_get = metric_utils.get_feature_detector
+    def counting_get_feature_detector(*args, **kwargs):
+        detector = original_get(*args, **kwargs)
+        def counted(images, **kw):
+            calls.append((phase[0], images.clone()))
+            return detector(images, **kw)
+        return counted
+    original_dataset = metric_utils.compute_feature_stats_for_dataset
+    def dataset_pass(*args, **kwargs):
+        phase[0] = 'reals'
+        try:
+            return original_dataset(*args, **kwargs)
+        finally:
+            phase[0] = 'fakes'
+    monkeypatch.setattr(metric_utils, 'get_feature_detector', counting_get_feature_detector)
+    monkeypatch.setattr(metric_utils, 'compute_feature_stats_for_dataset', dataset_pass)
+    def count(which):
+        return sum(len(images) for p, images in calls if p == which)
+    return dnnlib.EasyDict(calls=calls, count=count)
+
+GENERATED_2K = -(-2000 // metric_utils.default_batch_size('cpu')) * metric_utils.default_batch_size('cpu')  # whole batches
+
+def small_metric(files, metric, cache=True, memo=None, detector=None):
+    return metric_main.calc_metric(metric, G=ReplayGenerator(files.images), dataset_kwargs=dict(class_name=DATASET_CLASS, path=files.data),
+        device=torch.device('cpu'), cache=cache, detector_url=detector or files.detector, gen_stats_memo=memo)
+
+def test_small_metrics_feed_capped_fixed_subset_of_reals(files, detector_calls, monkeypatch):
+    monkeypatch.setattr(metric_main, 'SMALL_REALS', 40)
+    results = {}
+    for metric in ['fid2k', 'kid2k', 'pr2k3']:
+        results.update(small_metric(files, metric, cache=False).results)
+        assert detector_calls.count('reals') == 40 and detector_calls.count('fakes') == GENERATED_2K
+        reals = torch.cat([images for p, images in detector_calls.calls if p == 'reals'])
+        if metric == 'fid2k':
+            first_reals = reals
+        np.testing.assert_array_equal(reals.numpy(), first_reals.numpy())  # the same subset every time
+        detector_calls.calls.clear()
+    assert set(results) == {'fid2k', 'kid2k', 'pr2k3_precision', 'pr2k3_recall'}
+    assert all(np.isfinite(v) for v in results.values())
+    assert 0 < results['fid2k'] < 0.5 * real_trace(files)  # a subset of the replayed images: close, not equal
+    assert not np.array_equal(first_reals.numpy(), files.images[:40])  # a random subset, not the first 40
+
+def test_small_reals_cache_is_keyed_by_cap_and_detector_and_reused(files, detector_calls, monkeypatch, private_cache, tmp_path):
+    monkeypatch.setattr(metric_main, 'SMALL_REALS', 40)
+    fid_first = small_metric(files, 'fid2k').results.fid2k
+    assert detector_calls.count('reals') == 40
+    assert small_metric(files, 'fid2k').results.fid2k == fid_first
+    small_metric(files, 'kid2k')
+    assert detector_calls.count('reals') == 40  # second run and KID: reals from the cache, no detector call
+    assert len(os.listdir(private_cache / 'gan-metrics')) == 1
+    monkeypatch.setattr(metric_main, 'SMALL_REALS', 50)
+    small_metric(files, 'fid2k')
+    assert detector_calls.count('reals') == 90  # another cap: computed afresh
+    other_detector = tmp_path / 'other_detector.pt'
+    other_detector.write_bytes(open(files.detector, 'rb').read())
+    small_metric(files, 'fid2k', detector=str(other_detector))
+    assert detector_calls.count('reals') == 140  # another detector: computed afresh
+    assert len(os.listdir(private_cache / 'gan-metrics')) == 3
+
+def test_metrics_of_one_run_share_generated_features(files, detector_calls, monkeypatch):
+    monkeypatch.setattr(metric_main, 'SMALL_REALS', 40)
+    memo = dict()
+    fid = small_metric(files, 'fid2k', memo=memo).results.fid2k
+    kid = small_metric(files, 'kid2k', memo=memo).results.kid2k
+    assert detector_calls.count('fakes') == GENERATED_2K  # kid2k reused fid2k's 2000 generated images
+    assert small_metric(files, 'fid2k').results.fid2k == pytest.approx(fid, rel=1e-9)
+    assert small_metric(files, 'kid2k').results.kid2k == pytest.approx(kid, rel=1e-9)
+
+def test_progress_lines_tell_rate_and_time_left(capsys):
+    now = [100.0]
+    progress = metric_utils.ProgressMonitor(verbose=True, report_seconds=10, clock=lambda: now[0]).sub(
+        tag='dataset features', num_items=2000)
+    for t, items in [(5, 40), (12, 100), (16, 160), (24, 240), (60, 2000)]:
+        now[0] = 100.0 + t
+        progress.update(items)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ['dataset features: 100/2000 items (5%), 8.3 items/s, 12s elapsed, ETA 3m 48s',
+                     'dataset features: 240/2000 items (12%), 10.0 items/s, 24s elapsed, ETA 2m 56s',
+                     'dataset features: 2000/2000 items (100%), 33.3 items/s, 1m 00s elapsed']
+
+def test_cpu_threads_follow_available_cores_unless_user_chose(monkeypatch):
+    threads = torch.get_num_threads()
+    try:
+        for name in metric_utils.THREAD_ENV_VARS:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(metric_utils, 'available_cpus', lambda: 6)
+        assert metric_utils.set_cpu_threads(num_processes=2) == 3
+        torch.set_num_threads(1)
+        monkeypatch.setenv('OMP_NUM_THREADS', '1')
+        assert metric_utils.set_cpu_threads(num_processes=1) == 1
+    finally:
+        torch.set_num_threads(threads)
+    assert metric_utils.default_batch_size('cpu') < metric_utils.default_batch_size('cuda')
 
 #----------------------------------------------------------------------------
 # Detectors.
@@ -394,5 +497,22 @@ def test_calc_metrics_writes_result_to_run_folder(files, snapshot, private_cache
     assert proc.returncode == 0, proc.stderr
     line = json.loads((snapshot.parent / 'metric-fid2k_full.jsonl').read_text().splitlines()[-1])
     assert line['snapshot_pkl'] == snapshot.name and line['results']['fid2k_full'] > 0
+
+def test_calc_metrics_small_metrics_print_progress_time_and_reuse(files, snapshot, private_cache):
+    args = [f'--network={snapshot}', '--metrics=fid2k,kid2k', f'--data={files.data}', f'--detector={files.detector}']
+    proc = run_calc_metrics(args, private_cache)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert f'dataset features: {NUM_IMAGES}/{NUM_IMAGES} items (100%)' in out and 'items/s' in out
+    assert 'generator features: 2000/2000 items (100%)' in out
+    assert 'dataset features: 96 items from the cache' in out  # kid2k's reals: fid2k's cache file
+    assert 'generator features: 2000 items reused' in out       # kid2k's fakes: fid2k's features
+    for metric in ['fid2k', 'kid2k']:
+        assert any(line.startswith(f'{metric}: {metric} = ') and '(total time ' in line for line in out.splitlines())
+    results = [json.loads(line) for line in out.splitlines() if line.startswith('{"')]
+    assert [r['metric'] for r in results] == ['fid2k', 'kid2k'] and all(r['total_time'] > 0 for r in results)
+    again = run_calc_metrics(args, private_cache)
+    assert again.returncode == 0, again.stderr
+    assert 'dataset features: 96 items from the cache' in again.stdout.split('Calculating kid2k')[0]  # fid2k's reals too
 
 #----------------------------------------------------------------------------

