@@ -434,6 +434,28 @@ def test_real_inception_gives_2048_features():
     assert feats.shape == (2, 2048) and torch.isfinite(feats).all() and (feats >= 0).all()  # post-ReLU pool features
     assert not torch.allclose(feats[0], feats[1])
     assert detector(images[:, :1]).shape == (2, 2048)  # grayscale is repeated to RGB
+    # The channels-last input that CPU runs use gives the same features as the contiguous one.
+    assert detector.channels_last is None
+    detector.channels_last = False
+    assert torch.allclose(detector(images), feats, atol=1e-4, rtol=1e-5)
+
+def test_inception_wrapper_channels_last_input_gives_same_features():
+    torch.manual_seed(0)
+    seen = []
+    class Net(torch.nn.Module):     # a stand-in for the TorchScript Inception: conv, ReLU, pool
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3, stride=2)
+        def forward(self, x):
+            seen.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+            return self.conv(x).relu().mean(dim=[2, 3])
+    wrapper = feature_detectors.InceptionFeatures(Net())
+    images = torch.randint(0, 256, [3, 3, 16, 16], dtype=torch.uint8)
+    auto = wrapper(images)
+    wrapper.channels_last = False
+    plain = wrapper(images)
+    assert seen == [True, False]    # on CPU the default is channels-last; False turns it off
+    assert torch.allclose(auto, plain, atol=1e-5)
 
 #----------------------------------------------------------------------------
 # calc_metrics.py.

@@ -218,6 +218,19 @@ def train_speed():
     return dict(command=d['command'], cores=d['machine']['cpu_count'], threads=d['machine']['torch_threads'],
                 table=table(keys, [[r.get(k, {'compile': 'off', 'cpu_bf16': False}.get(k)) for k in keys] for r in d['results']]))
 
+def metrics_speed():
+    d = load('bench/metrics_cpu.json')
+    if d is None:
+        return None
+    rows = []
+    for r in d['runs']:
+        m = r['metrics']
+        values = ', '.join(f'{name} {value:.4g}' for x in m.values() for name, value in x['results'].items())
+        rows.append([r['run'], f'{r["wall_s"]:.0f}', ', '.join(f'{k} {x["total_time_str"]}' for k, x in m.items()), values,
+                     r['torch_threads'], f'{r["load_average_1min_after"]:.2f}'])
+    return dict(command=d['command'], cores=d['cpu_count'], torch=d['torch'],
+                table=table(['run', 'wall s', 'time per metric', 'values', 'threads', 'load after'], rows))
+
 def upstream():
     d = load('bench/compare_upstream.json')
     if d is None:
@@ -248,7 +261,7 @@ def probes():
 
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
-             train_speed=train_speed, upstream=upstream, probes=probes)
+             train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes)
 
 #----------------------------------------------------------------------------
 
@@ -309,6 +322,12 @@ def summary_table():
                 part += f'; with --cpu-bf16 x{r["compiled_bf16_vs_upstream"]["g_fwd"]:.2f}, x{r["compiled_bf16_vs_upstream"]["gd_step"]:.2f} over upstream'
             parts.append(part)
         lines += ['', f'[Compiled path](results/README.md#speed-of-the-hosts-networks) (`--compile`, {hs["device"]}, {hs["threads"]} threads): ' + '; '.join(parts) + '.']
+    mc = load('bench/metrics_cpu.json')
+    if mc is not None:
+        walls = ', '.join(f'{r["run"]} {r["wall_s"]:.0f} s' for r in mc['runs'])
+        lines += ['', f'[CPU-sized metrics](results/README.md#wall-time-of-the-cpu-sized-metrics) (`calc_metrics.py '
+                  f'--metrics={",".join(mc["metrics"])}`, {mc["cpu_count"]} cores, 2000 fakes against a cached subset of 2000 '
+                  f'reals): {walls} (cold: the reals\' features extracted first; warm: found in the cache).']
     tb = load('bench/tiles.json')
     if tb is not None:
         lines += ['', f'Tiled rendering (`{tb["command"]}`, {tb["device"]}, {tb["torch_threads"]} thread): a '
