@@ -248,8 +248,8 @@ def _probe_name(path):
     kimg = float(os.path.splitext(parts[-1])[0].rsplit('-', 1)[-1])
     return f'{parts[-3] if len(parts) >= 3 else run} ({" ".join(flags) or "paper MS-PE"}) @ {kimg:g} kimg'
 
-def probes():
-    canvas, div = load('paper/probes_canvas.json'), load('paper/probes_diversity.json')
+def probes(canvas_json='paper/probes_canvas.json', diversity_json='paper/probes_diversity.json'):
+    canvas, div = load(canvas_json), load(diversity_json)
     if canvas is None or div is None:
         return None
     rows = [[_probe_name(r['snapshot'])] + [fmt(r[f'move_{d}'], '.2f') for d in (4, 8, 16)] +
@@ -261,7 +261,8 @@ def probes():
 
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
-             train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes)
+             train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes,
+             probes_recipes=lambda: probes('paper/probes_recipes_canvas.json', 'paper/probes_recipes_diversity.json'))
 
 #----------------------------------------------------------------------------
 
