@@ -145,6 +145,44 @@ def test_ddpm_training_resumes_where_its_checkpoint_left(tmp_path):
                                                  '--channels', '8,16', '--steps', '4'])
     assert other.exit_code != 0 and 'other options' in other.output
 
+def test_ddpm_extended_canvas_moves_the_border_and_keeps_the_encoding_on_the_content(tmp_path):
+    """Fig. 9's training on randomly extended canvases: the image lands at the drawn offset on its
+    own background, and the MS-PE encoding at the pasted pixels is the plain image's encoding
+    (coordinates follow the content), whatever the offset; a margin the UNet cannot downsample is refused."""
+    from scripts.experiments import ddpm_train
+    torch.manual_seed(0)
+    x = -torch.ones(2, 3, 16, 16)
+    x[:, :, 2:7, 3:8] = torch.rand(2, 3, 1, 1)
+    x[1, :, 0, 0] = 0.5                        # one odd ring pixel: the median still says black
+    unet = ddpm_train.build_unet(dict(resolution=16, channels=[8, 16], layers=1, pe='mspe', gamma_init=1.0, pe_base=10000.0))
+    plain = [unet.mspe.encoding(i, 8, 16 // s, 16 // s, 'cpu') for i, s in [(0, 1), (len(unet.mspe.points) - 1, 2)]]
+    for offset in [(0, 0), (4, 2), (8, 8)]:
+        ext, canvas = ddpm_train.extend_canvas(x, offset, 8)
+        top, left = offset
+        assert ext.shape == (2, 3, 24, 24)
+        assert torch.equal(ext[:, :, top:top + 16, left:left + 16], x)
+        outside = torch.ones(24, 24, dtype=torch.bool)
+        outside[top:top + 16, left:left + 16] = False
+        assert (ext[:, :, outside] == -1).all()
+        unet.mspe._input_size = (24, 24)
+        with unet.mspe.canvas(canvas):
+            fine = unet.mspe.encoding(0, 8, 24, 24, 'cpu')
+            coarse = unet.mspe.encoding(len(unet.mspe.points) - 1, 8, 12, 12, 'cpu')
+        assert torch.allclose(fine[:, top:top + 16, left:left + 16], plain[0], atol=1e-5)
+        if top % 2 == 0 and left % 2 == 0:
+            assert torch.allclose(coarse[:, top // 2:top // 2 + 8, left // 2:left // 2 + 8], plain[1], atol=1e-5)
+    with pytest.raises(ValueError, match='must lie in'):
+        ddpm_train.extend_canvas(x, (9, 0), 8)
+    data = write_zip(tmp_path / 'blocks.zip', ((x[:, :, :, :].permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8), range(2))
+    bad = CliRunner().invoke(ddpm_train.main, ['--data', data, '--pe', 'none', '--outdir', str(tmp_path / 'r'),
+                                               '--channels', '8,16', '--margin', '3', '--steps', '1'])
+    assert bad.exit_code != 0 and 'multiple of 2' in bad.output
+    run = CliRunner().invoke(ddpm_train.main, ['--data', data, '--pe', 'mspe', '--outdir', str(tmp_path / 'r'), '--batch', '2',
+                                               '--channels', '8,16', '--margin', '8', '--steps', '2'])
+    assert run.exit_code == 0, run.output
+    unet, config, _ = ddpm_train.load_model(str(tmp_path / 'r' / 'final.pt'))
+    assert config['margin'] == 8 and unet.mspe.current_canvas is None
+
 def test_centre_of_mass_finds_the_digit_quadrant():
     from scripts.experiments import ddpm_reconstruct as rec
     x = -torch.ones(3, 3, 32, 32)

@@ -36,6 +36,10 @@ from scripts.experiments import digits as dg
 
 MODELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 
+def model_name(config):
+    """'none' / 'mspe', plus '-margin<M>' for a model trained on randomly extended canvases."""
+    return config['pe'] + (f'-margin{config["margin"]}' if config.get('margin') else '')
+
 def foreground_mass(images, threshold=0.2):
     """Per-image foreground weight map [N, H, W]: brightness (max over channels, in [0, 1])
     more than `threshold` above the image's median brightness. The digit covers far less than
@@ -119,7 +123,9 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, threads, out
         unet, config, step = dt.load_model(path)
         if config['resolution'] != size:
             raise click.ClickException(f'{path} was trained at {config["resolution"]} px but the inputs are {size} px.')
-        name = config['pe']
+        name = model_name(config)
+        if name in results:
+            raise click.ClickException(f'--models names two {name!r} models: compare models trained with different options.')
         rows, panel = [], []
         t0 = time.time()
         for t in ts:

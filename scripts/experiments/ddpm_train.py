@@ -116,6 +116,28 @@ def reverse_process(unet, scheduler, x, t_start, stride, generator):
         x = scheduler.step(eps, int(t), x, generator=generator).prev_sample
     return x
 
+def background(x):
+    """Per image and channel, the median of the outer one-pixel ring of x [N, C, H, W]: [N, C, 1, 1]."""
+    ring = torch.cat([x[..., 0, :], x[..., -1, :], x[..., 1:-1, 0], x[..., 1:-1, -1]], dim=-1)
+    return ring.median(dim=-1).values[..., None, None]
+
+def extend_canvas(x, offset, margin):
+    """The randomly extended training canvas of Fig. 9's models (no border cue at a fixed distance).
+
+    x [N, C, R, R] is pasted at `offset` = (top, left) into a canvas of R + margin pixels per side,
+    filled with each image's background; the returned Canvas puts the pasted image's pixel (0, 0)
+    at coordinate 0, so an MS-PE encoding stays attached to the content while the border moves.
+    :return: (extended images [N, C, R + margin, R + margin], mspe_plugin.encoding.Canvas).
+    """
+    from mspe_plugin.encoding import Canvas
+    top, left = (int(v) for v in offset)
+    if not (0 <= top <= margin and 0 <= left <= margin):
+        raise ValueError(f'offset {offset} must lie in [0, {margin}] on both axes.')
+    n, c, h, w = x.shape
+    out = background(x).expand(n, c, h + margin, w + margin).clone()
+    out[:, :, top:top + h, left:left + w] = x
+    return out, Canvas(origin=(-top, -left), size=(h + margin, w + margin))
+
 def load_model(path, device='cpu'):
     """The EMA UNet of a final.pt / checkpoint.pt of this script (eval mode) and its config."""
     try:
@@ -162,7 +184,9 @@ def _update_ema(ema, model, step, decay):
 @click.option('--seed', type=int, default=0, show_default=True, help='Seed of weights, batches and noise')
 @click.option('--threads', type=click.IntRange(min=1), default=1, show_default=True, help='CPU threads')
 @click.option('--max-images', type=click.IntRange(min=1), default=None, help='Use the first N images only')
-def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images):
+@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True,
+              help='Train on canvases extended by M background pixels, split at random between the sides each step (0 = the plain images)')
+def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin):
     """Train the baseline or MS-PE DDPM of Fig. 9 (see the module docstring)."""
     torch.set_num_threads(threads)
     device = dg.pick_device()
@@ -174,9 +198,15 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         raise click.ClickException(f'{export} exists already: remove it or choose another --export path.')
     images, _ = load_zip_images(data, stop=max_images)
     resolution = images.shape[-1]
+    multiple = 2 ** (len(channel_list) - 1)
+    if (resolution + margin) % multiple != 0:
+        raise click.BadParameter(f'the extended canvas {resolution} + {margin} must be a multiple of {multiple} '
+                                 f'(the UNet downsamples {len(channel_list) - 1} times): choose another margin.', param_hint='--margin')
     config = dict(resolution=resolution, channels=channel_list, layers=layers, pe=pe, gamma_init=gamma_init,
                   pe_base=10000.0, batch=batch, lr=lr, ema=ema_decay, seed=seed, data=os.path.abspath(data),
                   num_images=len(images))
+    if margin:
+        config['margin'] = margin   # absent for margin 0: older checkpoints resume and load unchanged
 
     os.makedirs(outdir, exist_ok=True)
     ckpt_path = os.path.join(outdir, 'checkpoint.pt')
@@ -209,10 +239,16 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
     while step < steps:
         idx = torch.randint(len(x_all), [batch], generator=gen)
         x0 = x_all[idx].to(device)
+        canvas = None
+        if margin:
+            offset = torch.randint(0, margin + 1, [2], generator=gen).tolist()
+            x0, canvas = extend_canvas(x0, offset, margin)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, [batch], generator=gen)
         a = alphas[t].to(device).view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise       # q(x_t | x_0)
+        if pe == 'mspe':
+            model.mspe.set_canvas(canvas)     # the encoding's coordinates follow the content
         loss = F.mse_loss(model(xt, t.to(device)).sample, noise)
         for group in opt.param_groups:
             group['lr'] = lr * min(1.0, (step + 1) / 200)
@@ -233,6 +269,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
             _save_atomic(dict(format=FORMAT, config=config, step=step, model=model.state_dict(), ema=ema.state_dict(),
                               opt=opt.state_dict(), rng=gen.get_state()), ckpt_path)
 
+    if pe == 'mspe':
+        model.mspe.set_canvas(None)
     final_path = os.path.join(outdir, 'final.pt')
     _save_atomic(dict(format=FORMAT, config=config, step=step, ema=ema.state_dict()), final_path)
     sample_gen = torch.Generator().manual_seed(seed)
