@@ -19,6 +19,14 @@ again continues a killed run where its last checkpoint left it, with identical b
 
 (the committed models). A larger --steps continues a finished run.
 
+`--margin=M` trains on randomly extended canvases instead (issue "spatially unbiased in fact"):
+each step pastes the batch at a random offset in [0, M]^2 into a canvas M pixels larger, filled
+with each image's background (the median of its outer ring), and gives MS-PE the canvas whose
+coordinate 0 is the pasted image's first pixel, so the encoding stays on the content while the
+image border moves (R + M must be divisible by the UNet's total downsampling):
+
+    python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16
+
 Outputs in --outdir: log.txt, checkpoint.pt, final.pt (EMA weights + config), samples.png.
 """
 
