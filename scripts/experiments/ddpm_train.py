@@ -132,7 +132,7 @@ def background(x):
 def extend_canvas(x, offset, margin):
     """The randomly extended training canvas of Fig. 9's models (no border cue at a fixed distance).
 
-    x [N, C, R, R] is pasted at `offset` = (top, left) into a canvas of R + margin pixels per side,
+    x [N, C, R, R] is pasted at `offset` = (top, left) into a canvas R + margin pixels high and wide,
     filled with each image's background; the returned Canvas puts the pasted image's pixel (0, 0)
     at coordinate 0, so an MS-PE encoding stays attached to the content while the border moves.
     :return: (extended images [N, C, R + margin, R + margin], mspe_plugin.encoding.Canvas).
