@@ -182,6 +182,12 @@ def test_ddpm_extended_canvas_moves_the_border_and_keeps_the_encoding_on_the_con
     assert run.exit_code == 0, run.output
     unet, config, _ = ddpm_train.load_model(str(tmp_path / 'r' / 'final.pt'))
     assert config['margin'] == 8 and unet.mspe.current_canvas is None
+    run = CliRunner().invoke(ddpm_train.main, ['--data', data, '--pe', 'mspe', '--outdir', str(tmp_path / 'c'), '--batch', '2',
+                                               '--channels', '8,16', '--margin', '8', '--margin-pe', 'canvas', '--steps', '1'])
+    assert run.exit_code == 0, run.output
+    from scripts.experiments import ddpm_reconstruct as rec
+    _, config, _ = ddpm_train.load_model(str(tmp_path / 'c' / 'final.pt'))
+    assert rec.model_name(config) == 'mspe-margin8-pe-on-canvas'
 
 def test_centre_of_mass_finds_the_digit_quadrant():
     from scripts.experiments import ddpm_reconstruct as rec

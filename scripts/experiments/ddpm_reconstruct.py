@@ -37,8 +37,10 @@ from scripts.experiments import digits as dg
 MODELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 
 def model_name(config):
-    """'none' / 'mspe', plus '-margin<M>' for a model trained on randomly extended canvases."""
-    return config['pe'] + (f'-margin{config["margin"]}' if config.get('margin') else '')
+    """'none' / 'mspe', plus '-margin<M>' for a model trained on randomly extended canvases (and
+    '-pe-on-canvas' when its encoding stayed on the extended canvas rather than on the content)."""
+    name = config['pe'] + (f'-margin{config["margin"]}' if config.get('margin') else '')
+    return name + ('-pe-on-canvas' if config.get('margin_pe') == 'canvas' else '')
 
 def foreground_mass(images, threshold=0.2):
     """Per-image foreground weight map [N, H, W]: brightness (max over channels, in [0, 1])

@@ -27,6 +27,10 @@ image border moves (R + M must be divisible by the UNet's total downsampling):
 
     python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16
 
+`--margin-pe=canvas` keeps the encoding on the extended canvas instead, so the content lands at
+random coordinates and the encoding says nothing about where digits belong (the comparison that
+tells whether MS-PE's coordinates, not only the border, carry the training set's position bias).
+
 Outputs in --outdir: log.txt, checkpoint.pt, final.pt (EMA weights + config), samples.png.
 """
 
@@ -194,7 +198,9 @@ def _update_ema(ema, model, step, decay):
 @click.option('--max-images', type=click.IntRange(min=1), default=None, help='Use the first N images only')
 @click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True,
               help='Train on canvases extended by M background pixels, split at random between the sides each step (0 = the plain images)')
-def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin):
+@click.option('--margin-pe', type=click.Choice(['content', 'canvas']), default='content', show_default=True,
+              help='With --margin: MS-PE coordinates stay on the content, or on the extended canvas (content at random coordinates)')
+def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin, margin_pe):
     """Train the baseline or MS-PE DDPM of Fig. 9 (see the module docstring)."""
     torch.set_num_threads(threads)
     device = dg.pick_device()
@@ -215,6 +221,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
                   num_images=len(images))
     if margin:
         config['margin'] = margin   # absent for margin 0: older checkpoints resume and load unchanged
+        if margin_pe != 'content':
+            config['margin_pe'] = margin_pe
 
     os.makedirs(outdir, exist_ok=True)
     ckpt_path = os.path.join(outdir, 'checkpoint.pt')
@@ -251,6 +259,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         if margin:
             offset = torch.randint(0, margin + 1, [2], generator=gen).tolist()
             x0, canvas = extend_canvas(x0, offset, margin)
+            if margin_pe == 'canvas':
+                canvas = None       # the extended canvas's own grid: the content lands at random coordinates
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, [batch], generator=gen)
         a = alphas[t].to(device).view(-1, 1, 1, 1)
