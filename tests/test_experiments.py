@@ -173,7 +173,7 @@ def test_ddpm_extended_canvas_moves_the_border_and_keeps_the_encoding_on_the_con
             assert torch.allclose(coarse[:, top // 2:top // 2 + 8, left // 2:left // 2 + 8], plain[1], atol=1e-5)
     with pytest.raises(ValueError, match='must lie in'):
         ddpm_train.extend_canvas(x, (9, 0), 8)
-    data = write_zip(tmp_path / 'blocks.zip', ((x[:, :, :, :].permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8), range(2))
+    data = write_zip(tmp_path / 'blocks.zip', ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8), range(2))
     bad = CliRunner().invoke(ddpm_train.main, ['--data', data, '--pe', 'none', '--outdir', str(tmp_path / 'r'),
                                                '--channels', '8,16', '--margin', '3', '--steps', '1'])
     assert bad.exit_code != 0 and 'multiple of 2' in bad.output

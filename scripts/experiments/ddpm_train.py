@@ -266,7 +266,7 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         a = alphas[t].to(device).view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise       # q(x_t | x_0)
         if pe == 'mspe':
-            model.mspe.set_canvas(canvas)     # the encoding's coordinates follow the content
+            model.mspe.set_canvas(canvas)     # None = the input's own grid
         loss = F.mse_loss(model(xt, t.to(device)).sample, noise)
         for group in opt.param_groups:
             group['lr'] = lr * min(1.0, (step + 1) / 200)
@@ -287,8 +287,6 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
             _save_atomic(dict(format=FORMAT, config=config, step=step, model=model.state_dict(), ema=ema.state_dict(),
                               opt=opt.state_dict(), rng=gen.get_state()), ckpt_path)
 
-    if pe == 'mspe':
-        model.mspe.set_canvas(None)
     final_path = os.path.join(outdir, 'final.pt')
     _save_atomic(dict(format=FORMAT, config=config, step=step, ema=ema.state_dict()), final_path)
     sample_gen = torch.Generator().manual_seed(seed)
