@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 import PIL.Image
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -188,6 +189,39 @@ def test_ddpm_extended_canvas_moves_the_border_and_keeps_the_encoding_on_the_con
     from scripts.experiments import ddpm_reconstruct as rec
     _, config, _ = ddpm_train.load_model(str(tmp_path / 'c' / 'final.pt'))
     assert rec.model_name(config) == 'mspe-margin8-pe-on-canvas'
+
+def test_ddpm_reconstruction_with_a_margin_decodes_the_extended_canvas_and_crops_the_input_back():
+    """Fig. 9 for margin-trained models: the input is decoded on the canvas extended by the margin
+    (split evenly), with the encoding on the content (or on the canvas, as trained), and the crop
+    lands back on the input: at t = 1 the reconstruction is the input up to the tiny noise."""
+    from scripts.experiments import ddpm_train
+    from scripts.experiments import ddpm_reconstruct as rec
+    torch.manual_seed(0)
+    config = dict(resolution=16, channels=[8, 16], layers=1, pe='mspe', gamma_init=1.0, pe_base=10000.0, margin=8)
+    unet = ddpm_train.build_unet(config).eval()
+    x = -torch.ones(2, 3, 16, 16)
+    x[:, :, 9:14, 2:7] = torch.rand(2, 3, 1, 1)
+    seen = []
+    unet.register_forward_pre_hook(lambda m, args: seen.append((tuple(args[0].shape[-2:]), m.mspe.current_canvas)))
+    for margin, on_canvas in [(8, False), (8, True), (0, False)]:
+        seen.clear()
+        out = rec.reconstruct(unet, x, 1, 1, seed=0, margin=margin, pe_on_canvas=on_canvas)
+        assert out.shape == x.shape
+        assert (out - x).abs().max() < 0.1            # a crop one pixel off would miss the digit's edges by 1
+        size, canvas = seen[0]
+        assert size == (16 + margin,) * 2
+        if margin and not on_canvas:
+            assert canvas.origin == (-4, -4) and canvas.size == (24, 24)
+        else:
+            assert canvas is None
+    assert unet.mspe.current_canvas is None               # the canvas is restored after decoding
+    assert rec.inference_margin(config, 'model') == 8 and rec.inference_margin(dict(config, margin=0), 'model') == 0
+    assert rec.inference_margin(config, '16') == 16
+    deeper = dict(config, channels=[8, 16, 32])           # downsamples twice: 16 + M must be a multiple of 4
+    assert rec.inference_margin(deeper, '4') == 4
+    for bad in ['3', '6', '-4', 'wide']:
+        with pytest.raises(click.BadParameter):
+            rec.inference_margin(deeper, bad)
 
 def test_centre_of_mass_finds_the_digit_quadrant():
     from scripts.experiments import ddpm_reconstruct as rec

@@ -13,6 +13,11 @@ each. We then measure where the digit ended up:
 A spatially biased model pulls the digit back to the upper-left once t is large; MS-PE should
 keep it where it was.
 
+A model trained on randomly extended canvases (ddpm_train.py --margin=M) reconstructs, by
+default, on the input extended by M background pixels split evenly between the sides, the
+canvas it was trained on, and the result is cropped back (`--margin` sets another margin for
+every model; 0 = the plain input).
+
     python -m scripts.experiments.ddpm_reconstruct                          # results/models/ddpm-{none,mspe}.pt
     python -m scripts.experiments.ddpm_reconstruct --num=16 --seeds=2 --stride=20   # quicker
 
@@ -20,6 +25,7 @@ Writes <out>.json, <out>.png (rows: t; per model one reconstruction per input) a
 <out>-curve.png (fraction kept bottom-left vs t, both models).
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -72,14 +78,45 @@ def in_bottom_left(com, size):
     h = size / 2 - 0.5      # pixel centres 0..size-1: the quadrant boundary sits at size/2 - 0.5
     return (com[:, 0] > h) & (com[:, 1] < h)
 
+def inference_margin(config, margin):
+    """The inference margin for a model of `config`: `margin` pixels, or with margin 'model' the
+    margin it was trained with (0 for a model trained on the plain images). Raises ClickException
+    for a margin the UNet cannot downsample or split evenly between the sides."""
+    if margin == 'model':
+        return int(config.get('margin', 0))
+    try:
+        margin = int(margin)
+    except ValueError:
+        raise click.BadParameter(f"expected 'model' or a number of pixels, got {margin!r}.", param_hint='--margin')
+    multiple = 2 ** (len(config['channels']) - 1)
+    if margin < 0 or margin % 2 or (config['resolution'] + margin) % multiple:
+        raise click.BadParameter(f'{margin} px must be even and make {config["resolution"]} + {margin} a multiple of '
+                                 f'{multiple} (the UNet downsamples {len(config["channels"]) - 1} times).', param_hint='--margin')
+    return margin
+
 @torch.no_grad()
-def reconstruct(unet, x0, t, stride, seed):
-    """Encode x0 [N, 3, H, W] to x_t (forward process) and decode it with the reverse process."""
+def reconstruct(unet, x0, t, stride, seed, margin=0, pe_on_canvas=False):
+    """Encode x0 [N, 3, H, W] to x_t (forward process) and decode it with the reverse process.
+
+    With a margin, x0 is first extended by `margin` background pixels split evenly between the
+    sides (as ddpm_train.py --margin extends its training images), decoded on that canvas and
+    cropped back; an MS-PE encoding stays on the content, or with `pe_on_canvas` on the
+    extended canvas, whichever the model was trained with."""
+    canvas = None
+    if margin:
+        x0, canvas = dt.extend_canvas(x0, (margin // 2, margin // 2), margin)
+        if pe_on_canvas:
+            canvas = None
     scheduler = dt.build_scheduler()
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
     xt = scheduler.add_noise(x0, noise, torch.full([x0.shape[0]], t, dtype=torch.long))
-    return dt.reverse_process(unet, scheduler, xt, t, stride, gen)
+    with (unet.mspe.canvas(canvas) if hasattr(unet, 'mspe') else contextlib.nullcontext()):
+        x = dt.reverse_process(unet, scheduler, xt, t, stride, gen)
+    if margin:
+        size = x.shape[-1] - margin
+        x = x[..., margin // 2:margin // 2 + size, margin // 2:margin // 2 + size]
+    return x
 
 @click.command()
 @click.option('--models', 'model_paths', default='results/models/ddpm-none.pt,results/models/ddpm-mspe.pt', show_default=True,
@@ -93,9 +130,11 @@ def reconstruct(unet, x0, t, stride, seed):
 @click.option('--seeds', type=click.IntRange(min=1), default=3, show_default=True, help='Noise seeds per input and t')
 @click.option('--ts', default='100,200,300,400,500,600,700,800,900', show_default=True, help='Timesteps to encode to')
 @click.option('--stride', type=click.IntRange(min=1), default=10, show_default=True, help='Reverse-process stride (1 = all steps)')
+@click.option('--margin', default='model', show_default=True,
+              help="Reconstruct on the input extended by this many background pixels (split evenly) and crop; 'model' = each model's training margin")
 @click.option('--threads', type=click.IntRange(min=1), default=2, show_default=True, help='CPU threads')
 @click.option('--out', default=dg.out_path('ddpm_reconstruct'), show_default=True, help='Output path without extension')
-def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, threads, out):
+def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, threads, out):
     """Fig. 9: where do bottom-left digits go when a DDPM trained on upper-left digits reconstructs them?"""
     torch.set_num_threads(threads)
     try:
@@ -128,12 +167,13 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, threads, out
         name = model_name(config)
         if name in results:
             raise click.ClickException(f'--models names two {name!r} models: compare models trained with different options.')
+        m = inference_margin(config, margin)
         rows, panel = [], []
         t0 = time.time()
         for t in ts:
             kept, agree, coms = [], [], []
             for seed in range(seeds):
-                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed)
+                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed, margin=m, pe_on_canvas=config.get('margin_pe') == 'canvas')
                 com = centre_of_mass(rec)
                 kept.append(in_bottom_left(com, size).float())
                 agree.append((dg.classify(classifier, rec)[0] == input_class).float())
@@ -146,7 +186,7 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, threads, out
                              com_y=float(np.nanmean(com[:, 0].numpy())), com_x=float(np.nanmean(com[:, 1].numpy()))))
             print(f'{name:>5} t={t:3d}: kept bottom-left {rows[-1]["kept_bottom_left"]:.3f}  class agreement '
                   f'{rows[-1]["class_agreement"]:.3f}  centre of mass (y, x) ({rows[-1]["com_y"]:.1f}, {rows[-1]["com_x"]:.1f})', flush=True)
-        results[name] = dict(model=path, train_steps=step, rows=rows, seconds=round(time.time() - t0, 1))
+        results[name] = dict(model=path, train_steps=step, inference_margin=m, rows=rows, seconds=round(time.time() - t0, 1))
         panels[name] = panel
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
