@@ -23,6 +23,16 @@ TEMPLATE = os.path.join(RESULTS, 'README.template.md')
 BEGIN, END = '<!-- results:begin (python -m scripts.experiments.results_md) -->', '<!-- results:end -->'
 LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize'}
 DDPM_LABELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
+
+def ddpm_label(name):
+    """A reader's label for a model name of ddpm_reconstruct.model_name, e.g. 'mspe-margin16-pe-on-canvas'."""
+    pe, _, rest = name.partition('-')
+    label = DDPM_LABELS.get(pe, pe)
+    if rest.startswith('margin'):
+        margin = rest[len('margin'):].split('-')[0]
+        where = 'encoding on the canvas' if rest.endswith('pe-on-canvas') else 'encoding on the content' if pe == 'mspe' else ''
+        label += f', {margin} px random margins' + (f', {where}' if where else '')
+    return label
 SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
 
 def load(name):
@@ -174,7 +184,9 @@ def ddpm():
     rows = []
     for name in names:
         res = d['models'][name]
-        rows.append([f'{DDPM_LABELS.get(name, name)} ({res["train_steps"]} steps)', 'kept bottom-left'] + [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']])
+        margin = res.get('inference_margin', 0)
+        decoded = f'; decoded with a {margin} px margin' if margin else ''
+        rows.append([f'{ddpm_label(name)} ({res["train_steps"]} steps{decoded})', 'kept bottom-left'] + [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']])
         rows.append(['', 'class agreement'] + [f'{r["class_agreement"]:.2f}' for r in res['rows']])
     return dict(command=d['command'], num=d['num'], first=d['first'], input_kept=f'{d["input_kept_bottom_left"]:.2f}',
                 stride=d['stride'], seeds=d['seeds'], table=table(['model', 'measure'] + [f't={t}' for t in ts], rows))
@@ -304,10 +316,10 @@ def summary_table():
     dd = load('paper/ddpm_reconstruct.json')
     if dd is not None:
         kept = {name: {r['t']: r['kept_bottom_left'] for r in m['rows']} for name, m in dd['models'].items()}
-        ts = [t for t in (300, 500, 700) if all(t in k for k in kept.values())]
+        ts = [t for t in (300, 400, 600) if all(t in k for k in kept.values())]
         lines += ['', table(['[DDPM, Fig. 9](results/README.md#ddpm-reconstruction-at-an-unseen-position-paper-fig-9)'] +
                             [f'kept bottom-left, t={t}' for t in ts],
-                            [[DDPM_LABELS.get(name, name)] + [f'{k[t]:.2f}' for t in ts] for name, k in kept.items()])]
+                            [[ddpm_label(name)] + [f'{k[t]:.2f}' for t in ts] for name, k in kept.items()])]
     oh = load('bench/bench_pe_overhead.json')
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
