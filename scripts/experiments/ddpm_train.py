@@ -25,11 +25,17 @@ with each image's background (the median of its outer ring), and gives MS-PE the
 coordinate 0 is the pasted image's first pixel, so the encoding stays on the content while the
 image border moves (R + M must be divisible by the UNet's total downsampling):
 
-    python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16
+    python -m scripts.experiments.ddpm_train --pe=none --margin=16 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/none-margin16 --export=results/models/ddpm-none-margin16.pt
+    python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16 --export=results/models/ddpm-mspe-margin16.pt
 
 `--margin-pe=canvas` keeps the encoding on the extended canvas instead, so the content lands at
 random coordinates and the encoding says nothing about where digits belong (the comparison that
-tells whether MS-PE's coordinates, not only the border, carry the training set's position bias).
+tells whether MS-PE's coordinates, not only the border, carry the training set's position bias):
+
+    python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --margin-pe=canvas --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16-canvas --export=results/models/ddpm-mspe-margin16-canvas.pt
+
+(the committed margin models; their runs read a copy of datasets/mnist-ul32.zip whose first 8000
+images are byte-identical, which is why their configs name another path).
 
 Outputs in --outdir: log.txt, checkpoint.pt, final.pt (EMA weights + config), samples.png.
 """
