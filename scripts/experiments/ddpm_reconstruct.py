@@ -80,7 +80,7 @@ def in_bottom_left(com, size):
 
 def inference_margin(config, margin):
     """The inference margin for a model of `config`: `margin` pixels, or with margin 'model' the
-    margin it was trained with (0 for a model trained on the plain images). Raises ClickException
+    margin it was trained with (0 for a model trained on the plain images). Raises click.BadParameter
     for a margin the UNet cannot downsample or split evenly between the sides."""
     if margin == 'model':
         return int(config.get('margin', 0))

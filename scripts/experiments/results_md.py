@@ -23,6 +23,7 @@ TEMPLATE = os.path.join(RESULTS, 'README.template.md')
 BEGIN, END = '<!-- results:begin (python -m scripts.experiments.results_md) -->', '<!-- results:end -->'
 LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize'}
 DDPM_LABELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
+SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
 
 def ddpm_label(name):
     """A reader's label for a model name of ddpm_reconstruct.model_name, e.g. 'mspe-margin16-pe-on-canvas'."""
@@ -33,7 +34,6 @@ def ddpm_label(name):
         where = 'encoding on the canvas' if rest.endswith('pe-on-canvas') else 'encoding on the content' if pe == 'mspe' else ''
         label += f', {margin} px random margins' + (f', {where}' if where else '')
     return label
-SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
 
 def load(name):
     """The JSON file results/<name>, or None when it does not exist."""
