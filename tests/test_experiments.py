@@ -215,6 +215,11 @@ def test_ddpm_reconstruction_with_a_margin_decodes_the_extended_canvas_and_crops
         else:
             assert canvas is None
     assert unet.mspe.current_canvas is None               # the canvas is restored after decoding
+    for margin, on_canvas, origin in [(8, False, (-20, -6)), (8, True, (-16, -2)), (0, False, (-16, -2))]:
+        seen.clear()                                      # --pe-shift=16,2: coordinates move, pixels do not
+        out = rec.reconstruct(unet, x, 1, 1, seed=0, margin=margin, pe_on_canvas=on_canvas, pe_shift=(16, 2))
+        assert (out - x).abs().max() < 0.1
+        assert seen[0][1].origin == origin and seen[0][1].size == (16 + margin,) * 2
     assert rec.inference_margin(config, 'model') == 8 and rec.inference_margin(dict(config, margin=0), 'model') == 0
     assert rec.inference_margin(config, '16') == 16
     deeper = dict(config, channels=[8, 16, 32])           # downsamples twice: 16 + M must be a multiple of 4

@@ -16,7 +16,8 @@ keep it where it was.
 A model trained on randomly extended canvases (ddpm_train.py --margin=M) reconstructs, by
 default, on the input extended by M background pixels split evenly between the sides, the
 canvas it was trained on, and the result is cropped back (`--margin` sets another margin for
-every model; 0 = the plain input).
+every model; 0 = the plain input). `--pe-shift=DY,DX` moves the MS-PE models' coordinates (the
+canvas API's job): 16,0 gives the bottom-left digit the coordinates the training digits had.
 
     python -m scripts.experiments.ddpm_reconstruct                          # results/models/ddpm-{none,mspe}.pt
     python -m scripts.experiments.ddpm_reconstruct --num=16 --seeds=2 --stride=20   # quicker
@@ -95,18 +96,22 @@ def inference_margin(config, margin):
     return margin
 
 @torch.no_grad()
-def reconstruct(unet, x0, t, stride, seed, margin=0, pe_on_canvas=False):
+def reconstruct(unet, x0, t, stride, seed, margin=0, pe_on_canvas=False, pe_shift=(0, 0)):
     """Encode x0 [N, 3, H, W] to x_t (forward process) and decode it with the reverse process.
 
     With a margin, x0 is first extended by `margin` background pixels split evenly between the
     sides (as ddpm_train.py --margin extends its training images), decoded on that canvas and
     cropped back; an MS-PE encoding stays on the content, or with `pe_on_canvas` on the
-    extended canvas, whichever the model was trained with."""
-    canvas = None
+    extended canvas, whichever the model was trained with. `pe_shift` = (dy, dx) moves an MS-PE
+    encoding's coordinates: the pixel that had coordinate p gets p - (dy, dx)."""
+    from mspe_plugin.encoding import Canvas
+    origin = (0, 0)
     if margin:
-        x0, canvas = dt.extend_canvas(x0, (margin // 2, margin // 2), margin)
-        if pe_on_canvas:
-            canvas = None
+        x0, _ = dt.extend_canvas(x0, (margin // 2, margin // 2), margin)
+        if not pe_on_canvas:
+            origin = (-(margin // 2), -(margin // 2))
+    origin = (origin[0] - pe_shift[0], origin[1] - pe_shift[1])
+    canvas = None if origin == (0, 0) else Canvas(origin=origin, size=tuple(x0.shape[-2:]))
     scheduler = dt.build_scheduler()
     gen = torch.Generator().manual_seed(seed)
     noise = torch.randn(x0.shape, generator=gen)
@@ -132,15 +137,22 @@ def reconstruct(unet, x0, t, stride, seed, margin=0, pe_on_canvas=False):
 @click.option('--stride', type=click.IntRange(min=1), default=10, show_default=True, help='Reverse-process stride (1 = all steps)')
 @click.option('--margin', default='model', show_default=True,
               help="Reconstruct on the input extended by this many background pixels (split evenly) and crop; 'model' = each model's training margin")
+@click.option('--pe-shift', default='0,0', show_default=True,
+              help="DY,DX: move MS-PE models' coordinates so the pixel at (DY, DX) gets coordinate (0, 0) (16,0 puts the bottom-left digit at the training digits' coordinates)")
 @click.option('--threads', type=click.IntRange(min=1), default=2, show_default=True, help='CPU threads')
 @click.option('--out', default=dg.out_path('ddpm_reconstruct'), show_default=True, help='Output path without extension')
-def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, threads, out):
+def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, pe_shift, threads, out):
     """Fig. 9: where do bottom-left digits go when a DDPM trained on upper-left digits reconstructs them?"""
     torch.set_num_threads(threads)
     try:
         ts = [int(t) for t in ts.split(',')]
     except ValueError:
         raise click.BadParameter(f'expected comma-separated integers, got {ts!r}.', param_hint='--ts')
+    try:
+        pe_shift = tuple(int(v) for v in pe_shift.split(','))
+        assert len(pe_shift) == 2
+    except (ValueError, AssertionError):
+        raise click.BadParameter(f'expected two comma-separated integers DY,DX, got {pe_shift!r}.', param_hint='--pe-shift')
     if not all(0 < t < 1000 for t in ts):
         raise click.BadParameter(f'timesteps must lie in 1..999, got {ts}.', param_hint='--ts')
     if not os.path.isfile(inputs):
@@ -173,7 +185,8 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, thre
         for t in ts:
             kept, agree, coms = [], [], []
             for seed in range(seeds):
-                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed, margin=m, pe_on_canvas=config.get('margin_pe') == 'canvas')
+                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed, margin=m, pe_on_canvas=config.get('margin_pe') == 'canvas',
+                                  pe_shift=pe_shift if config['pe'] == 'mspe' else (0, 0))
                 com = centre_of_mass(rec)
                 kept.append(in_bottom_left(com, size).float())
                 agree.append((dg.classify(classifier, rec)[0] == input_class).float())
@@ -186,7 +199,8 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, thre
                              com_y=float(np.nanmean(com[:, 0].numpy())), com_x=float(np.nanmean(com[:, 1].numpy()))))
             print(f'{name:>5} t={t:3d}: kept bottom-left {rows[-1]["kept_bottom_left"]:.3f}  class agreement '
                   f'{rows[-1]["class_agreement"]:.3f}  centre of mass (y, x) ({rows[-1]["com_y"]:.1f}, {rows[-1]["com_x"]:.1f})', flush=True)
-        results[name] = dict(model=path, train_steps=step, inference_margin=m, rows=rows, seconds=round(time.time() - t0, 1))
+        results[name] = dict(model=path, train_steps=step, inference_margin=m, pe_shift=list(pe_shift) if config['pe'] == 'mspe' else [0, 0],
+                             rows=rows, seconds=round(time.time() - t0, 1))
         panels[name] = panel
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
