@@ -188,8 +188,19 @@ def ddpm():
         decoded = f'; decoded with a {margin} px margin' if margin else ''
         rows.append([f'{ddpm_label(name)} ({res["train_steps"]} steps{decoded})', 'kept bottom-left'] + [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']])
         rows.append(['', 'class agreement'] + [f'{r["class_agreement"]:.2f}' for r in res['rows']])
+    shifted = load('paper/ddpm_reconstruct_pe_shift.json')
+    shift_text = 'Not measured yet with moved coordinates.'
+    if shifted is not None:
+        srows = [[f'{ddpm_label(name)} (coordinates moved by {tuple(res["pe_shift"])})'] +
+                 [f'{r["kept_bottom_left"]:.2f}' for r in res['rows']] for name, res in shifted['models'].items()]
+        sts = [r['t'] for r in next(iter(shifted['models'].values()))['rows']]
+        shift_text = (f'The same inputs with the MS-PE models\' coordinates moved so that the bottom-left digit gets the '
+                      f'coordinates the training digits had (`{shifted["command"]}`, {shifted["seeds"]} seeds; figure '
+                      f'`paper/ddpm_reconstruct_pe_shift.png`), fraction kept bottom-left:\n\n' +
+                      table(['model'] + [f't={t}' for t in sts], srows))
     return dict(command=d['command'], num=d['num'], first=d['first'], input_kept=f'{d["input_kept_bottom_left"]:.2f}',
-                stride=d['stride'], seeds=d['seeds'], table=table(['model', 'measure'] + [f't={t}' for t in ts], rows))
+                stride=d['stride'], seeds=d['seeds'], table=table(['model', 'measure'] + [f't={t}' for t in ts], rows),
+                shift=shift_text)
 
 def overhead():
     d = load('bench/bench_pe_overhead.json')
