@@ -89,10 +89,9 @@ def inference_margin(config, margin):
         margin = int(margin)
     except ValueError:
         raise click.BadParameter(f"expected 'model' or a number of pixels, got {margin!r}.", param_hint='--margin')
-    multiple = 2 ** (len(config['channels']) - 1)
-    if margin < 0 or margin % 2 or (config['resolution'] + margin) % multiple:
-        raise click.BadParameter(f'{margin} px must be even and make {config["resolution"]} + {margin} a multiple of '
-                                 f'{multiple} (the UNet downsamples {len(config["channels"]) - 1} times).', param_hint='--margin')
+    if margin < 0 or margin % 2:
+        raise click.BadParameter(f'{margin} px cannot be split evenly between the sides: choose an even margin >= 0.', param_hint='--margin')
+    dt.check_margin(config['resolution'], config['channels'], margin)
     return margin
 
 @torch.no_grad()

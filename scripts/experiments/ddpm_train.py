@@ -156,6 +156,14 @@ def extend_canvas(x, offset, margin):
     out[:, :, top:top + h, left:left + w] = x
     return out, Canvas(origin=(-top, -left), size=(h + margin, w + margin))
 
+def check_margin(resolution, channels, margin):
+    """Raise click.BadParameter (for --margin) unless the UNet with `channels` per level can
+    downsample a canvas of resolution + margin pixels."""
+    multiple = 2 ** (len(channels) - 1)
+    if (resolution + margin) % multiple != 0:
+        raise click.BadParameter(f'the extended canvas {resolution} + {margin} must be a multiple of {multiple} '
+                                 f'(the UNet downsamples {len(channels) - 1} times): choose another margin.', param_hint='--margin')
+
 def load_model(path, device='cpu'):
     """The EMA UNet of a final.pt / checkpoint.pt of this script (eval mode) and its config."""
     try:
@@ -218,10 +226,7 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         raise click.ClickException(f'{export} exists already: remove it or choose another --export path.')
     images, _ = load_zip_images(data, stop=max_images)
     resolution = images.shape[-1]
-    multiple = 2 ** (len(channel_list) - 1)
-    if (resolution + margin) % multiple != 0:
-        raise click.BadParameter(f'the extended canvas {resolution} + {margin} must be a multiple of {multiple} '
-                                 f'(the UNet downsamples {len(channel_list) - 1} times): choose another margin.', param_hint='--margin')
+    check_margin(resolution, channel_list, margin)
     config = dict(resolution=resolution, channels=channel_list, layers=layers, pe=pe, gamma_init=gamma_init,
                   pe_base=10000.0, batch=batch, lr=lr, ema=ema_decay, seed=seed, data=os.path.abspath(data),
                   num_images=len(images))
