@@ -39,6 +39,21 @@ def test_reference_translation_is_exact_for_whole_pixels():
     half, half_mask = dm.translate_image(img, 0.5, 0)
     assert half_mask.sum() < 16 * 16     # fractional taps need a margin
 
+def test_rolled_reference_is_torch_roll_for_whole_pixels_and_composes_for_fractions():
+    img = torch.randn(2, 3, 16, 16)
+    assert torch.equal(dm.roll_image(img, 3, -2), torch.roll(img, shifts=(3, -2), dims=(2, 3)))
+    spec = torch.fft.fft2(img)
+    spec[:, :, 8, :] = 0
+    spec[:, :, :, 8] = 0                  # band-limited: no Nyquist term, where half-pixel shifts lose information
+    smooth = torch.fft.ifft2(spec).real
+    twice = dm.roll_image(dm.roll_image(smooth, 0.5, 0.25), 0.5, 0.75)
+    assert torch.allclose(twice, torch.roll(smooth, shifts=(1, 1), dims=(2, 3)), atol=1e-5)
+    # A half-pixel roll moves a smooth blob's centre of mass by half a pixel.
+    ys = torch.arange(16.0)[:, None]
+    blob = torch.exp(-((ys - 7) ** 2 + (ys.t() - 7) ** 2) / 8)[None, None]
+    mass = lambda t: (t * ys).sum() / t.sum()
+    assert float(mass(dm.roll_image(blob, 0.5, 0)) - mass(blob)) == pytest.approx(0.5, abs=1e-3)
+
 def test_psnr_and_ssim_rank_identical_above_noisy_images():
     a = torch.rand(2, 3, 16, 16) * 2 - 1
     noisy = (a + 0.3 * torch.randn_like(a)).clamp(-1, 1)
@@ -66,6 +81,17 @@ def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
     assert sorted(data['enlarged']) == ['baseline', 'mspe', 'sspe']
     assert all(e['if_encoding'] == 16 and e['if_border'] == 0 and 0 <= e['ink'] <= 1 for e in data['enlarged'].values())
     assert os.path.getsize(f'{out}.png') > 1000
+
+    # --wrap: the rolled reference over the whole image; d = 0 still compares G with itself.
+    wrapped = tmp_path / 'scw'
+    result = CliRunner().invoke(shift_consistency.main, ['--models-dir', str(models), '--num', '2', '--step', '2.5',
+                                                         '--max-shift', '5', '--wrap', '--out', str(wrapped)])
+    assert result.exit_code == 0, result.output
+    data = json.load(open(f'{wrapped}.json'))
+    assert data['reference'].startswith('G(0) rolled')
+    for rows in data['models'].values():
+        assert [r['shift'] for r in rows] == [0, 2.5, 5] and rows[0]['psnr'] > 90
+    assert 'fractional' in result.output
 
 def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_stays():
     """`moved` is d for a digit translated with the canvas, 0 for one drawn in place, and None

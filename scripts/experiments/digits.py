@@ -126,6 +126,23 @@ def translate_image(img, dy, dx, a=3):
     out = torch.einsum('hi,ncij,wj->nchw', my, img, mx)
     return out, vy[:, None] & vx[None, :]
 
+def roll_image(img, dy, dx):
+    """`img` [N, C, H, W] moved by (dy, dx) pixels down and right with wrap-around: exact
+    `torch.roll` for whole pixels, the band-limited (Fourier phase) shift for fractions. The
+    reference of shift_consistency.py --wrap, where every pixel of the image is compared."""
+    n, c, h, w = img.shape
+    if float(dy).is_integer() and float(dx).is_integer():
+        return torch.roll(img, shifts=(int(dy), int(dx)), dims=(2, 3))
+    def phase(size, d):
+        k = torch.fft.fftfreq(size, device=img.device, dtype=torch.float64)
+        ramp = torch.exp(-2j * np.pi * k * d)
+        if size % 2 == 0:    # the Nyquist term of a real signal: keep it real (cos), as a half-way mix
+            ramp[size // 2] = np.cos(np.pi * d)
+        return ramp
+    spec = torch.fft.fft2(img.double())
+    spec = spec * phase(h, dy)[:, None] * phase(w, dx)[None, :]
+    return torch.fft.ifft2(spec).real.to(img.dtype)
+
 #----------------------------------------------------------------------------
 # Image similarity (the one PSNR and SSIM of every table).
 

@@ -1,6 +1,7 @@
 """Shift consistency of the digit models (paper Fig. 2d), through the Canvas.
 
     python -m scripts.experiments.shift_consistency [--max-shift 16] [--step 0.5] [--num 64] [--out results/paper/shift_consistency]
+    python -m scripts.experiments.shift_consistency --wrap --out results/paper/shift_consistency_wrap
 
 For each shift d (image pixels, fractional included) the canvas is moved by -d along both axes,
 so the digit trained in the upper-left corner is asked to appear d pixels further right and
@@ -15,6 +16,12 @@ tied to (`enlarged`): on the canvas [-R/2, 3R/2]^2 (2R pixels wide, the training
 middle) a digit placed by the encoding moves R/2 pixels down and right in the image, one placed
 by the image border (a cue only zero padding gives) stays where it was. Shifts run to R/2 (16 px at our 32 px resolution: the same
 fraction of the image as the paper's 0..32 px at 64 px). Writes <out>.json and <out>.png.
+
+With --wrap the reference is G at d = 0 *rolled* by d (torch.roll for whole pixels, the
+band-limited Fourier shift for fractions, digits.roll_image) and PSNR / SSIM cover every pixel
+of the image, not only the ones the translated reference covers: a generator that follows the
+canvas scores high over the whole image, edges included, one that draws by its border does not.
+The printed "fractional" mean is over the off-grid shifts (d + 0.5).
 """
 import json
 import os
@@ -53,8 +60,11 @@ def displacement(base, moved):
 @click.option('--num', type=int, default=64, help='Latents per model')
 @click.option('--seed', type=int, default=0)
 @click.option('--models-dir', default=dg.MODELS_DIR)
-@click.option('--out', default=dg.out_path('shift_consistency'), help='Output path without extension')
-def main(max_shift, step, num, seed, models_dir, out):
+@click.option('--out', default=None, help='Output path without extension [default: results/paper/shift_consistency, with --wrap shift_consistency_wrap]')
+@click.option('--wrap', is_flag=True, help='Compare with G(0) rolled by d (wrap-around), over the whole image')
+def main(max_shift, step, num, seed, models_dir, out, wrap):
+    if out is None:
+        out = dg.out_path('shift_consistency_wrap' if wrap else 'shift_consistency')
     torch.manual_seed(seed)
     models = dg.load_models(models_dir=models_dir)
     classifier = dg.load_classifier(device=dg.pick_device())
@@ -69,7 +79,10 @@ def main(max_shift, step, num, seed, models_dir, out):
         rows = []
         for d in shifts:
             moved = dg.render(G, ws, dg.shifted_canvas(G, -d, -d), noise_mode='const')
-            ref, mask = dg.translate_image(base, -d, -d)
+            if wrap:
+                ref, mask = dg.roll_image(base, d, d), None
+            else:
+                ref, mask = dg.translate_image(base, -d, -d)
             move, ink = displacement(base.cpu(), moved.cpu())
             rows.append(dict(
                 moved=move,
@@ -94,11 +107,12 @@ def main(max_shift, step, num, seed, models_dir, out):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + '.json', 'w') as f:
         json.dump(dict(num=num, step=step, direction='diagonal, content moved right+down', models=results,
+                       reference='G(0) rolled by d, whole image' if wrap else 'G(0) translated by d (Lanczos), covered pixels',
                        enlarged=enlarged), f, indent=1)
-    plot(results, out + '.png')
+    plot(results, out + '.png', wrap)
     print(f'wrote {out}.json and {out}.png')
 
-def plot(results, path):
+def plot(results, path, wrap=False):
     plt = dg.pyplot()
     fig, axes = plt.subplots(1, 4, figsize=(18, 3.8))
     for name, rows in results.items():
@@ -108,7 +122,7 @@ def plot(results, path):
             ax.plot(shifts, values, label=dg.MODELS.get(name, name), marker='.', markersize=3)
     shifts = [r['shift'] for r in next(iter(results.values()))]
     axes[3].plot(shifts, shifts, color='grey', linestyle=':', label='follows the canvas')
-    for ax, title in zip(axes, ['PSNR (dB) vs translated G(0)', 'SSIM', 'classifier agreement', 'digit moved (px; none = no ink)']):
+    for ax, title in zip(axes, ['PSNR (dB) vs rolled G(0)' if wrap else 'PSNR (dB) vs translated G(0)', 'SSIM', 'classifier agreement', 'digit moved (px; none = no ink)']):
         ax.set_xlabel('shift (px)')
         ax.set_title(title)
         ax.grid(alpha=0.3)
