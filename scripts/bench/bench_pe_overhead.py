@@ -1,5 +1,7 @@
 """What MS-PE costs per training step: a G+D step with --pe=mspe against --pe=none and against
-the host's own generator, same widths, same batch, timed interleaved in one process.
+the host's own generator, same widths, same batch, timed interleaved in one process; and what
+the border recipe adds on top (`mspe_rm`: --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8, where G
+renders a randomly zoomed canvas extended by random margins and crops it).
 
     python -m scripts.bench.bench_pe_overhead [--resolutions 32,64] [--batch 16] [--repeats 15] [--out results/bench/bench_pe_overhead.json]
 
@@ -25,7 +27,12 @@ import dnnlib  # noqa: E402  (the vendored host, on sys.path through `scripts`)
 from mspe_plugin import register  # noqa: E402
 from training import networks  # noqa: E402
 
-VARIANTS = ('host', 'none', 'mspe')
+VARIANTS = ('host', 'none', 'mspe', 'mspe_rm')
+PLUGIN_FLAGS = {                # variant -> configure_generator arguments (train.py's flags)
+    'none': dict(pe='none'),
+    'mspe': dict(pe='mspe'),
+    'mspe_rm': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
+}
 
 def build(variant, res, device, channel_base=2048, channel_max=128):
     """(G, D) of one variant: 'host' = training.networks.Generator; 'none' / 'mspe' through
@@ -34,7 +41,7 @@ def build(variant, res, device, channel_base=2048, channel_max=128):
         mapping_kwargs=dnnlib.EasyDict(num_layers=2),
         synthesis_kwargs=dnnlib.EasyDict(channel_base=channel_base, channel_max=channel_max))
     if variant != 'host':
-        register.configure_generator(G_kwargs, variant)
+        register.configure_generator(G_kwargs, **PLUGIN_FLAGS[variant])
     torch.manual_seed(0)
     G = dnnlib.util.construct_class_by_name(**G_kwargs, c_dim=0, img_resolution=res, img_channels=3).to(device)
     D = networks.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=channel_base,
@@ -75,11 +82,13 @@ def main(resolutions, batch, repeats, threads, out):
         median = {v: sorted(t)[len(t) // 2] for v, t in times.items()}
         row = dict(res=res, batch=batch, seconds=median,
                    mspe_vs_none_percent=100 * (median['mspe'] / median['none'] - 1),
-                   mspe_vs_host_percent=100 * (median['mspe'] / median['host'] - 1))
+                   mspe_vs_host_percent=100 * (median['mspe'] / median['host'] - 1),
+                   mspe_rm_vs_mspe_ratio=median['mspe_rm'] / median['mspe'])
         rows.append(row)
         print(f'{res:>4} px: host {median["host"] * 1e3:7.1f} ms  pe=none {median["none"] * 1e3:7.1f} ms  '
               f'pe=mspe {median["mspe"] * 1e3:7.1f} ms  ->  MS-PE {row["mspe_vs_none_percent"]:+.1f}% vs pe=none, '
-              f'{row["mspe_vs_host_percent"]:+.1f}% vs host')
+              f'{row["mspe_vs_host_percent"]:+.1f}% vs host; resize + margins {median["mspe_rm"] * 1e3:7.1f} ms '
+              f'= x{row["mspe_rm_vs_mspe_ratio"]:.2f} of pe=mspe')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(dict(command=' '.join(['python -m scripts.bench.bench_pe_overhead'] + sys.argv[1:]), device=device.type,
