@@ -11,6 +11,7 @@ exact training options).
     python -m scripts.experiments.collect_digit_models --kimg=120      # the snapshot at 120 kimg of every run
                                                                        # (one common length for all models)
     python -m scripts.experiments.collect_digit_models --runs=runs/digits-cond   # runs of COND=1 train_digits.sh
+    python -m scripts.experiments.collect_digit_models --runs=runs/cond --out=results/models/wide   # another model set
 """
 
 import json
@@ -51,7 +52,8 @@ def at_kimg(run_dir, kimg):
             return os.path.join(run_dir, name)
     return None
 
-def collect(name, kimg=None, runs_dir=None):
+def collect(name, kimg=None, runs_dir=None, out=None):
+    out_dir = out or OUT
     outdir = os.path.join(runs_dir or RUNS, name)
     runs = sorted(d for d in os.listdir(outdir) if os.path.isfile(os.path.join(outdir, d, 'training_options.json'))) if os.path.isdir(outdir) else []
     if not runs:
@@ -64,8 +66,8 @@ def collect(name, kimg=None, runs_dir=None):
         return None
     with open(snapshot, 'rb') as f:
         data = legacy.load_network_pkl(f)
-    os.makedirs(OUT, exist_ok=True)
-    dest = os.path.join(OUT, f'{name}.pkl')
+    os.makedirs(out_dir, exist_ok=True)
+    dest = os.path.join(out_dir, f'{name}.pkl')
     tmp = dest + '.tmp'
     with open(tmp, 'wb') as f:
         pickle.dump(dict(G_ema=data['G_ema'], training_set_kwargs=data['training_set_kwargs'],
@@ -75,7 +77,7 @@ def collect(name, kimg=None, runs_dir=None):
     fakes = os.path.join(run_dir, f'fakes{label}.png')
     fakes = fakes if os.path.isfile(fakes) else newest(run_dir, FAKES_RE)
     if fakes is not None:
-        shutil.copyfile(fakes, os.path.join(OUT, f'{name}-fakes.png'))
+        shutil.copyfile(fakes, os.path.join(out_dir, f'{name}-fakes.png'))
     options = json.load(open(os.path.join(run_dir, 'training_options.json')))
     kimg = (data.get('progress') or {}).get('cur_nimg', 0) / 1000
     print(f'{name}: {os.path.relpath(snapshot, ROOT)} ({kimg:g} kimg) -> {os.path.relpath(dest, ROOT)}')
@@ -99,19 +101,40 @@ def extra_flags(options):
         flags.append(f'--dmap={mapping["num_layers"]}')
     if 'lr_multiplier' in mapping:
         flags.append(f'--dmap-lr={mapping["lr_multiplier"]:g}')
+    if options.get('compile_mode') not in (None, 'auto'):
+        flags.append(f'--compile={options["compile_mode"]}')
+    if options.get('cpu_bf16'):
+        flags.append('--cpu-bf16=1')
     return ' '.join(flags)
+
+def width(models):
+    """(channel_base, channel_max) common to `models`' generators; None for a value that differs
+    or is unknown."""
+    def common(key):
+        values = {((m.get('G_kwargs') or {}).get('synthesis_kwargs') or {}).get(key) for m in models}
+        return values.pop() if len(values) == 1 else None
+    return common('channel_base'), common('channel_max')
 
 PRESET_LR = 0.0025    # the cpu preset's learning rate of G and D
 DEFAULT_KIMG = 192    # train_digits.sh's KIMG when it is not given
 
-def train_command(models, cond, runs_dir, lr, extra=''):
+def train_command(models, cond, runs_dir, lr, extra='', out=None):
     """The train_digits.sh line that trains `models` (the variables it was given); `lr` is their
     common learning rate, None where they differ; `extra` their common extra train.py flags."""
+    models = list(models)
     words = []
     runs = os.path.relpath(os.path.abspath(runs_dir), ROOT)
+    models_dir = os.path.relpath(os.path.abspath(out or OUT), ROOT)
+    cbase, cmax = width(models)
     default_runs = os.path.join('runs', 'digits-cond') if cond else os.path.relpath(RUNS, ROOT)    # train_digits.sh's
     if runs != default_runs:
         words.append(f'RUNS={runs}')
+    if models_dir != os.path.join('results', 'models'):
+        words.append(f'MODELS={models_dir}')
+    if cmax not in (None, 32):
+        words.append(f'CMAX={cmax}')
+    if cmax not in (None, 32) and cbase is not None:
+        words.append(f'CBASE={cbase}')
     if cond:
         words.append('COND=1')
     if lr is not None and lr != PRESET_LR:
@@ -123,16 +146,17 @@ def train_command(models, cond, runs_dir, lr, extra=''):
         words.append(f'EXTRA="{extra}"')
     return ' '.join(words + ['bash scripts/experiments/train_digits.sh'])
 
-def main(names, kimg=None, runs_dir=None):
+def main(names, kimg=None, runs_dir=None, out=None):
     runs_dir = runs_dir or RUNS
+    out_dir = out or OUT
     if not names:
         names = sorted(d for d in os.listdir(runs_dir) if os.path.isdir(os.path.join(runs_dir, d))) if os.path.isdir(runs_dir) else []
     if not names:
         raise SystemExit(f'No digit runs in {runs_dir}: train them with scripts/experiments/train_digits.sh first.')
-    path = os.path.join(OUT, 'models.json')
+    path = os.path.join(out_dir, 'models.json')
     record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
     for name in names:
-        info = collect(name, kimg, runs_dir)
+        info = collect(name, kimg, runs_dir, out_dir)
         if info is not None:
             record['models'][name] = info
     conditional = [m.get('conditional', False) for m in record['models'].values()]
@@ -145,17 +169,22 @@ def main(names, kimg=None, runs_dir=None):
         print('Warning: results/models mixes training flags (' + '; '.join(e or 'none' for e in extras) +
               '); collect them all from one runs folder.')
     record['command'] = train_command(record['models'].values(), cond, runs_dir, lrs[0] if len(lrs) == 1 else None,
-                                      extras[0] if len(extras) == 1 else '')
+                                      extras[0] if len(extras) == 1 else '', out_dir)
     if len(lrs) > 1:
         print('Warning: results/models mixes learning rates ' + ', '.join(f'{lr:g}' for lr in lrs) +
               '; collect them all from one runs folder.')
     lr_text = '' if lrs == [PRESET_LR] else ''.join(f' --glr={lr:g} --dlr={lr:g}' for lr in lrs[-1:])
     extra_text = f' {extras[0]}' if len(extras) == 1 and extras[0] else ''
-    record['settings'] = ('--cfg=cpu --cmax=32 --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
-                          ' (32 channels at every scale, batch 32, no augmentation' +
+    cbase, cmax = width(record['models'].values())
+    wide = cmax not in (None, 32)
+    width_text = f' --cmax={cmax}' + (f' --cbase={cbase}' if wide and cbase is not None else '')
+    width_words = (f'channel base {cbase}, at most {cmax} channels per scale' if wide else f'{cmax} channels at every scale')
+    record['settings'] = ('--cfg=cpu' + width_text + ' --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
+                          f' ({width_words}, batch 32, no augmentation' +
                           ('; class-conditional on the MNIST labels' if cond else '') + '); baseline --pe=none, '
-                          'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5')
-    os.makedirs(OUT, exist_ok=True)
+                          'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5, '
+                          'default --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8')
+    os.makedirs(out_dir, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(record, f, indent=1)
 
@@ -163,9 +192,10 @@ def main(names, kimg=None, runs_dir=None):
 @click.argument('names', nargs=-1)
 @click.option('--kimg', type=float, default=None, help='Take the snapshot at this kimg, not the newest')
 @click.option('--runs', 'runs_dir', default=None, help='The folder of the runs [default: runs/digits]')
-def cli(names, kimg, runs_dir):
+@click.option('--out', default=None, help='Where the pickles and models.json go [default: results/models]')
+def cli(names, kimg, runs_dir, out):
     """Copy the digit runs' snapshots into results/models/ (default: every run in --runs)."""
-    main(list(names), kimg, runs_dir)
+    main(list(names), kimg, runs_dir, out)
 
 if __name__ == '__main__':
     cli()  # pylint: disable=no-value-for-parameter

@@ -49,6 +49,7 @@ MODELS = {                      # name -> label in figures
     'sspe': 'SS-PE',
     'mspe': 'MS-PE',
     'mspe_rs': 'MS-PE + resize',
+    'default': 'MS-PE + resize + margins (--cfg=mspe candidate)',
 }
 MODELS_DIR = os.path.join(RESULTS, 'models')
 

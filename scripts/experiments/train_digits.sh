@@ -6,6 +6,8 @@
 #   sspe      positional encoding as the input only (the paper's SS-PE ablation)
 #   mspe      MS-PE: PE input + gamma_l * PE_l at every later scale
 #   mspe_rs   MS-PE with random resizing (G renders at a zoom in [0.75, 1.5], resized back)
+#   default   MS-PE with random resizing and random 0-8 px margins per side (the border recipe,
+#             --pe-resize=0.75,1.5 --pe-margin=8; candidate for what --cfg=mspe means)
 #
 #   bash scripts/experiments/train_digits.sh                  # all four, one after another
 #   bash scripts/experiments/train_digits.sh mspe baseline    # just these
@@ -19,6 +21,11 @@
 # cross-entropy recipe (train.py's "training recipe" flags, training/loss_labelce.py):
 #   RUNS=runs/digits-labelce COND=1 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/experiments/train_digits.sh
 # Unconditional runs of this setting collapse to one digit shape: results/NOTES.md.
+# The wider set on the 60k training split (results/models/wide/, results/README.md "The border recipe"):
+#   RUNS=runs/cond MODELS=results/models/wide COND=1 CBASE=1024 CMAX=128 SNAP_TICKS=4 \
+#     MNIST=../shared/data/mnist/train-images-idx3-ubyte.gz DATA=datasets/mnist60k-ul32.zip \
+#     EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --compile=on --cpu-bf16=1" \
+#     bash scripts/experiments/train_digits.sh baseline mspe default
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when
 # the script is started again (a killed run loses at most one snapshot interval). After each run
@@ -38,18 +45,21 @@ cd "$(dirname "$0")/../.."
 KIMG=${KIMG:-192}                # the committed models: 192 kimg
 SNAP_TICKS=${SNAP_TICKS:-2}      # a snapshot every 2 ticks of 4 kimg
 CMAX=${CMAX:-32}                 # 32 channels at every scale of G and D
+CBASE=${CBASE:-}                 # channel base (--cbase; empty: the preset's), e.g. 1024 with CMAX=128
+MODELS=${MODELS:-results/models} # where collect_digit_models.py puts the G_ema pickles and models.json
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
 COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
 LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
 EXTRA=${EXTRA:-}                 # more train.py flags for a new run, e.g. EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1"
-MNIST=${MNIST:-tests/data/mnist/t10k-images-idx3-ubyte.gz}
-DATA=datasets/mnist-ul32.zip
+MNIST=${MNIST:-tests/data/mnist/t10k-images-idx3-ubyte.gz}    # the digits DATA is built from when missing
+DATA=${DATA:-datasets/mnist-ul32.zip}
 NAMES=("$@")
 if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else COND_FLAG=; DEFAULT_RUNS=runs/digits; fi
 RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
 [ ${#NAMES[@]} -gt 0 ] || NAMES=(baseline sspe mspe mspe_rs)
 if [ -n "$LR" ]; then LR_FLAGS="--glr=$LR --dlr=$LR"; else LR_FLAGS=; fi
 LR_FLAGS="$LR_FLAGS $EXTRA"
+if [ -n "$CBASE" ]; then LR_FLAGS="$LR_FLAGS --cbase=$CBASE"; fi
 
 if [ ! -f "$DATA" ]; then
     python stylegan2_ada_vendor/dataset_tool.py --source="$MNIST" --dest="$DATA" \
@@ -62,11 +72,12 @@ pe_flags() {
         sspe)     echo "--pe=sspe" ;;
         mspe)     echo "--pe=mspe" ;;
         mspe_rs)  echo "--pe=mspe --pe-resize=0.75,1.5" ;;
-        *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs" >&2; exit 2 ;;
+        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8" ;;
+        *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs default" >&2; exit 2 ;;
     esac
 }
 
-mkdir -p results/models
+mkdir -p "$MODELS"
 for name in "${NAMES[@]}"; do
     flags=$(pe_flags "$name")
     outdir=$RUNS/$name
@@ -86,5 +97,5 @@ for name in "${NAMES[@]}"; do
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
             --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS
     fi
-    python -m scripts.experiments.collect_digit_models --runs="$RUNS" "$name"    # G_ema-only copy, its fakes, models.json
+    python -m scripts.experiments.collect_digit_models --runs="$RUNS" --out="$MODELS" "$name"    # G_ema-only copy, its fakes, models.json
 done
