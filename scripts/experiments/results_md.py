@@ -21,7 +21,8 @@ from scripts import ROOT
 RESULTS = os.path.join(ROOT, 'results')
 TEMPLATE = os.path.join(RESULTS, 'README.template.md')
 BEGIN, END = '<!-- results:begin (python -m scripts.experiments.results_md) -->', '<!-- results:end -->'
-LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize'}
+LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize',
+          'default': 'MS-PE + resize + margins'}
 DDPM_LABELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
 
@@ -282,9 +283,38 @@ def probes(canvas_json='paper/probes_canvas.json', diversity_json='paper/probes_
                 canvas_table=table(['probe', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement'], rows),
                 diversity_table=table(DIVERSITY_HEADER, _diversity_rows(div['rows'], _probe_name)))
 
+def border_models(prefix='paper/wide_'):
+    """The wide model set (results/models/wide): canvas following, EQ-T, rolled-shift PSNR and
+    Frechet distance per model, with issue 22's bars beside them."""
+    canvas, eqt_d = load(prefix + 'canvas_follow.json'), load(prefix + 'eqt.json')
+    wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load('models/wide/models.json')
+    if None in (canvas, eqt_d, wrap, div, models_d):
+        return None
+    name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
+    follow = {name_of(r['snapshot']): r for r in canvas['rows']}
+    frechet = {name_of(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
+    rows = []
+    for name, info in models_d['models'].items():
+        r = follow.get(name, {})
+        e = eqt_d['models'].get(name, {})
+        frac = [x['psnr'] for x in wrap['models'].get(name, []) if not float(x['shift']).is_integer()]
+        rows.append([label(name), fmt(info.get('kimg'), 'g')] + [fmt(r.get(f'move_{d}'), '.3f') for d in (4, 8, 16)] +
+                    [fmt(r.get('enlarged'), '.3f'), fmt(r.get('zoom2'), '.2f'), fmt(r.get('agreement'), '.3f'),
+                     fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'),
+                     fmt(float(np.mean(frac)) if frac else None, '.2f'), fmt(frechet.get(name), '.1f'),
+                     fmt(info.get('seconds_per_kimg'), '.1f')])
+    rows.append(['issue 22 bar (default)', '', '>= 0.9', '>= 0.9', '>= 0.9', '>= 0.9', '>= 1.8', '>= 0.9',
+                 'baseline + 6', 'baseline + 6', 'baseline + 3', '<= 1.25 x baseline', ''])
+    header = ['model', 'kimg', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement', 'EQ-T', 'EQ-T_frac',
+              'rolled PSNR (d + 0.5)', 'Frechet', 's/kimg']
+    return dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
+                canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
+                div_num=div['num'], table=table(header, rows))
+
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
              train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes,
+             border_models=border_models,
              probes_recipes=lambda: probes('paper/probes_recipes_canvas.json', 'paper/probes_recipes_diversity.json'))
 
 #----------------------------------------------------------------------------
