@@ -86,7 +86,16 @@ def collect(name, kimg=None, runs_dir=None, out=None):
                 conditional=bool(options.get('training_set_kwargs', {}).get('use_labels')),
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'),
                 glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'),
-                extra_flags=extra_flags(options))
+                extra_flags=extra_flags(options), data=data_path(options),
+                snap_ticks=options.get('network_snapshot_ticks'))
+
+def data_path(options):
+    """The run's training data, relative to the repository where it lies inside it."""
+    path = (options.get('training_set_kwargs') or {}).get('path')
+    if not path:
+        return None
+    rel = os.path.relpath(os.path.abspath(path), ROOT)
+    return path if rel.startswith('..') else rel
 
 def extra_flags(options):
     """The train.py flags beyond train_digits.sh's own (its EXTRA) that a run's
@@ -135,6 +144,12 @@ def train_command(models, cond, runs_dir, lr, extra='', out=None):
         words.append(f'CMAX={cmax}')
     if cmax not in (None, 32) and cbase is not None:
         words.append(f'CBASE={cbase}')
+    datas = {m.get('data') for m in models}
+    if len(datas) == 1 and None not in datas and datas != {os.path.join('datasets', 'mnist-ul32.zip')}:
+        words.append(f'DATA={datas.pop()}')
+    snaps = {m.get('snap_ticks') for m in models}
+    if len(snaps) == 1 and None not in snaps and snaps != {2}:
+        words.append(f'SNAP_TICKS={snaps.pop()}')
     if cond:
         words.append('COND=1')
     if lr is not None and lr != PRESET_LR:

@@ -8,8 +8,10 @@
 #   KIMG=40 bash scripts/tools/quickstart.sh      # longer (the run resumes where it stopped)
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
-# the same canvases of our committed MNIST model (results/models/mspe.pkl, class-conditional: it
-# draws digit $CLASS, default 3) in out/quickstart/trained-*/ when that file exists.
+# the same canvases of our committed MNIST model in out/quickstart/trained-*/ (class-conditional:
+# it draws digit $CLASS, default 3): results/models/wide/default.pkl, MS-PE trained with random
+# resizing and random margins (the border recipe, results/README.md), which follows the canvas;
+# the older results/models/mspe.pkl when that one is missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -45,7 +47,9 @@ render() {   # render NETWORK PREFIX [FLAGS]: the four canvases of the README
     python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 "$@"
 }
 render "$network" ""
-if [ -f results/models/mspe.pkl ]; then
-    render results/models/mspe.pkl trained- --class="$CLASS"    # ignored (with a warning) by an unconditional model
+TRAINED=results/models/wide/default.pkl
+[ -f "$TRAINED" ] || TRAINED=results/models/mspe.pkl
+if [ -f "$TRAINED" ]; then
+    render "$TRAINED" trained- --class="$CLASS"    # ignored (with a warning) by an unconditional model
 fi
 echo "Done: $network rendered into $OUT/ (shift: translate strips, 2 px per frame; zoom: 2x; wide: 32x64; beyond: [-16, 48]^2)."
