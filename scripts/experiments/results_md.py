@@ -208,9 +208,12 @@ def overhead():
     if d is None:
         return None
     rows = [[f'{r["res"]} px', r['batch']] + [f'{r["seconds"][v] * 1e3:.1f}' for v in ('host', 'none', 'mspe')] +
-            [f'{r["mspe_vs_none_percent"]:+.1f}%', f'{r["mspe_vs_host_percent"]:+.1f}%'] for r in d['rows']]
+            [f'{r["mspe_vs_none_percent"]:+.1f}%', f'{r["mspe_vs_host_percent"]:+.1f}%'] +
+            ([f'{r["seconds"]["mspe_rm"] * 1e3:.1f}', f'x{r["mspe_rm_vs_mspe_ratio"]:.2f}'] if 'mspe_rm' in r['seconds'] else ['-', '-'])
+            for r in d['rows']]
     return dict(command=d['command'], device=d['device'], threads=d['threads'],
-                table=table(['res', 'batch', 'host G', '--pe=none', '--pe=mspe', 'MS-PE vs none', 'MS-PE vs host'], rows))
+                table=table(['res', 'batch', 'host G', '--pe=none', '--pe=mspe', 'MS-PE vs none', 'MS-PE vs host',
+                             '+ resize + margins', 'vs --pe=mspe'], rows))
 
 def host_speed():
     d = load('bench/bench_host.json')
