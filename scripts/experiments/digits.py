@@ -137,7 +137,7 @@ def roll_image(img, dy, dx):
     def phase(size, d):
         k = torch.fft.fftfreq(size, device=img.device, dtype=torch.float64)
         ramp = torch.exp(-2j * np.pi * k * d)
-        if size % 2 == 0:    # the Nyquist term of a real signal: keep it real (cos), as a half-way mix
+        if size % 2 == 0:    # the Nyquist term of a real image: only the real part of its phase ramp
             ramp[size // 2] = np.cos(np.pi * d)
         return ramp
     spec = torch.fft.fft2(img.double())
