@@ -131,7 +131,7 @@ def roll_image(img, dy, dx):
     """`img` [N, C, H, W] moved by (dy, dx) pixels down and right with wrap-around: exact
     `torch.roll` for whole pixels, the band-limited (Fourier phase) shift for fractions. The
     reference of shift_consistency.py --wrap, where every pixel of the image is compared."""
-    n, c, h, w = img.shape
+    h, w = img.shape[-2:]
     if float(dy).is_integer() and float(dx).is_integer():
         return torch.roll(img, shifts=(int(dy), int(dx)), dims=(2, 3))
     def phase(size, d):
