@@ -1,5 +1,5 @@
 """The command-line flags a StyleGAN2-ADA host gains from the plugin, and their parsing:
-train.py's --cfg=mspe|sspe, --pe and --pe-resize; generate.py's and projector.py's canvas flags
+train.py's --cfg=mspe|sspe (CFG_RECIPES), --pe, --pe-resize and --pe-margin; generate.py's and projector.py's canvas flags
 (--shift --zoom --size --wrap --extent --margin) and --translate-strip. Bad values end in one
 click.BadParameter sentence.
 """
@@ -10,19 +10,42 @@ import click
 
 PE_CHOICES = ('none', 'sspe', 'mspe')
 CFG_NAMES = ('mspe', 'sspe')
+# What --cfg=mspe / --cfg=sspe set, on top of the host's 'auto' preset, for every flag not given.
+# mspe is the border recipe (MS-PE + random resizing + random 0-8 px margins), chosen by measurement
+# (results/README.md, "The border recipe"); the paper's plain MS-PE is --pe=mspe on any preset.
+CFG_RECIPES = {
+    'mspe': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
+    'sspe': dict(pe='sspe'),
+}
+RESIZE_OFF = ('off', 'none', '')
 
 #----------------------------------------------------------------------------
 # Training flags.
 
 def split_cfg(cfg):
-    """Map a --cfg value to (host cfg, pe): 'mspe' and 'sspe' use the host's 'auto' settings."""
+    """Map a --cfg value to (host cfg, pe): 'mspe' and 'sspe' use the host's 'auto' settings
+    (resolve_cfg adds the rest of the --cfg=mspe recipe)."""
     if cfg in CFG_NAMES:
         return 'auto', cfg
     return cfg, None
 
+def resolve_cfg(cfg, pe=None, pe_resize=None, pe_margin=None):
+    """--cfg and the PE flags as given (None: not given) -> (host cfg, pe, pe_resize, pe_margin).
+
+    --cfg=mspe is the host's 'auto' preset with --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8; a flag
+    given explicitly wins (--pe-resize=off and --pe-margin=0 switch the recipe's parts off). Other
+    --cfg values set nothing: --pe=mspe alone is the paper's MS-PE.
+    """
+    host_cfg, _pe = split_cfg(cfg)
+    recipe = CFG_RECIPES.get(cfg, {})
+    pe = pe if pe is not None else recipe.get('pe')
+    pe_resize = recipe.get('pe_resize') if pe_resize is None else parse_pe_resize(pe_resize)
+    pe_margin = pe_margin if pe_margin is not None else recipe.get('pe_margin')
+    return host_cfg, pe, pe_resize, pe_margin
+
 def parse_pe_resize(text):
-    """'MIN,MAX' -> (MIN, MAX) zoom range for MS-PE with random resizing; None -> None."""
-    if text is None or text == '':
+    """'MIN,MAX' -> (MIN, MAX) zoom range for MS-PE with random resizing; None or 'off' -> None."""
+    if text is None or (isinstance(text, str) and text.strip().lower() in RESIZE_OFF):
         return None
     if isinstance(text, (tuple, list)):
         values = list(text)
@@ -31,7 +54,7 @@ def parse_pe_resize(text):
     try:
         lo, hi = (float(v) for v in values)
     except ValueError:
-        raise click.BadParameter(f'--pe-resize takes MIN,MAX zoom factors such as 0.5,2; got {text!r}.')
+        raise click.BadParameter(f'--pe-resize takes MIN,MAX zoom factors such as 0.5,2, or off; got {text!r}.')
     if not 0 < lo <= hi:
         raise click.BadParameter(f'--pe-resize needs 0 < MIN <= MAX; got {text!r}.')
     return (lo, hi)

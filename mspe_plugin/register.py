@@ -2,8 +2,9 @@
 and projector.py (our vendored host calls them through its plugin hook; for upstream and its
 forks, patches/ add the same calls).
 
-    cfg, pe_from_cfg = register.split_cfg(cfg)            # --cfg=mspe -> ('auto', 'mspe')
-    register.configure_generator(args.G_kwargs, pe or pe_from_cfg, register.parse_pe_resize(pe_resize))
+    cfg, pe, pe_resize, pe_margin = register.resolve_cfg(cfg, pe, pe_resize, pe_margin)
+    # --cfg=mspe -> ('auto', 'mspe', (0.75, 1.5), 8): the border recipe; explicit flags win
+    register.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin)
     img = G(z, c, noise_mode=..., **register.synthesis_kwargs(canvas))
 
 This module is the one name hosts import; the code lives by concern in
@@ -14,9 +15,9 @@ This module is the one name hosts import; the code lives by concern in
 
 from mspe_plugin.configure import GENERATOR_CLASS, configure_generator, configure_loss, run_desc_suffix
 from mspe_plugin.convert import check_canvas_support, default_device, synthesis_kwargs, with_canvas_support
-from mspe_plugin.options import (CFG_NAMES, PE_CHOICES, canvas_from_options, canvas_options, parse_pe_resize,
-                                 parse_translate_strip, split_cfg, strip_canvases, translate_strip_option)
+from mspe_plugin.options import (CFG_NAMES, CFG_RECIPES, PE_CHOICES, canvas_from_options, canvas_options, parse_pe_resize,
+                                 parse_translate_strip, resolve_cfg, split_cfg, strip_canvases, translate_strip_option)
 
-__all__ = ['CFG_NAMES', 'GENERATOR_CLASS', 'PE_CHOICES', 'canvas_from_options', 'canvas_options', 'check_canvas_support',
-           'configure_generator', 'configure_loss', 'default_device', 'parse_pe_resize', 'parse_translate_strip', 'run_desc_suffix',
-           'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support']
+__all__ = ['CFG_NAMES', 'CFG_RECIPES', 'GENERATOR_CLASS', 'PE_CHOICES', 'canvas_from_options', 'canvas_options', 'check_canvas_support',
+           'configure_generator', 'configure_loss', 'default_device', 'parse_pe_resize', 'parse_translate_strip', 'resolve_cfg',
+           'run_desc_suffix', 'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support']

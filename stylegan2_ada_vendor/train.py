@@ -68,9 +68,10 @@ def load_plugin():
         raise click.ClickException(str(err))
 
 def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None):
-    """Split --cfg into (host preset, pe) and parse --pe-resize; refuse plugin flags without the plugin.
+    """Split --cfg into the host preset and the plugin's flags (--cfg=mspe sets --pe, --pe-resize and
+    --pe-margin where not given) and parse --pe-resize; refuse plugin flags without the plugin.
 
-    :return: (host cfg name, pe or None, pe_resize (min, max) or None).
+    :return: (host cfg name, pe or None, pe_resize (min, max) or None, pe_margin or None).
     """
     if plugin is None:
         given = [f'--cfg={cfg}'] if cfg in ('mspe', 'sspe') else []
@@ -79,10 +80,8 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
             flag = given[0]
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             raise click.ClickException(f'{flag} needs the mspe plugin: pip install -e {root}')
-        return cfg, None, None
-    cfg, pe_from_cfg = plugin.split_cfg(cfg)
-    pe = pe if pe is not None else pe_from_cfg
-    return cfg, pe, plugin.parse_pe_resize(pe_resize)
+        return cfg, None, None, None
+    return plugin.resolve_cfg(cfg, pe, pe_resize, pe_margin)
 
 #----------------------------------------------------------------------------
 
@@ -574,7 +573,7 @@ def parse_comma_list(text):
 @click.option('--subset', help='Train with only N images [default: all]', type=int, metavar='INT')
 @click.option('--mirror', help='Enable dataset x-flips [default: false]', type=bool, metavar='BOOL')
 # Base config.
-@click.option('--cfg', help='Base config: auto, stylegan2, paper256, paper512, paper1024, cifar, cpu (+ mspe, sspe with the plugin) [default: auto]', type=str)
+@click.option('--cfg', help='Base config: auto, stylegan2, paper256, paper512, paper1024, cifar, cpu (+ mspe: auto with --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8, sspe: auto with --pe=sspe, with the plugin) [default: auto]', type=str)
 @click.option('--gamma', help='Override R1 gamma', type=float)
 @click.option('--kimg', help='Override training duration (kimg, fractions allowed)', type=float, metavar='KIMG')
 @click.option('--batch', help='Override batch size', type=int, metavar='INT')
@@ -613,7 +612,7 @@ def parse_comma_list(text):
 @click.option('--code-dims', help='The code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
 # MS-PE plugin (mspe_plugin/register.py).
 @click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
-@click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX (needs mspe_plugin)', type=str, metavar='MIN,MAX')
+@click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX, or off (needs mspe_plugin)', type=str, metavar='MIN,MAX')
 @click.option('--pe-margin', help='Render random margins of 0..M px per side around the training grid, then crop (needs mspe_plugin)', type=click.IntRange(min=0), metavar='M')
 @click.option('--pe-padding', help='Convolution padding of the generator: zero (upstream) or none (padding-free) (needs mspe_plugin)', type=click.Choice(['zero', 'none']))
 @click.option('--pe-translate', help='Train on windows moved by up to T px, reals alike (plain-background data) (needs mspe_plugin)', type=click.IntRange(min=0), metavar='T')
@@ -648,7 +647,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs = {**defaults, **config_kwargs}
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
-        cfg, pe, pe_resize = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate)
+        cfg, pe, pe_resize, pe_margin = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',

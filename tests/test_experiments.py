@@ -93,6 +93,32 @@ def test_shift_consistency_runs_on_every_variant(tmp_path, monkeypatch):
         assert [r['shift'] for r in rows] == [0, 2.5, 5] and rows[0]['psnr'] > 90
     assert 'fractional' in result.output
 
+def test_inference_margin_of_the_experiments_hides_the_edge_and_zero_is_the_plain_render(tmp_path):
+    """dg.render(margin=N) renders every canvas, the training grid too, N pixels wider and crops:
+    with N = the receptive radius, a canvas moved by a whole coarse pixel (8 px at 32 px) is G(0)
+    translated over every pixel it covers; margin 0 is the plain call bit for bit."""
+    from scripts.experiments import eqt
+    G = tiny_G('mspe')
+    ws = dm.latents(G, 2, seed=0)
+    assert torch.equal(dm.render(G, ws), G.synthesis(ws, noise_mode='const').clamp(-1, 1))
+    radius = G.synthesis.receptive_radius()
+    for margin, exact in ((radius, True), (0, False)):
+        base = dm.render(G, ws, margin=margin)
+        moved = dm.render(G, ws, dm.shifted_canvas(G, 8, -8), margin=margin)
+        ref, mask = dm.translate_image(base, 8, -8)
+        assert int(mask.sum()) == 24 * 24
+        diff = float((moved - ref)[:, :, mask].abs().max())
+        assert (diff < 1e-4) == exact, (margin, diff)
+    models = tmp_path / 'models'
+    models.mkdir()
+    with open(models / 'mspe.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=G), f)
+    out = tmp_path / 'eqt.json'
+    result = CliRunner().invoke(eqt.main, ['--models-dir', str(models), '--num', '2', '--margin', str(radius), '--out', str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.load(open(out))
+    assert data['margin'] == radius and set(data['models']['mspe']) == {'eqt_int', 'eqt_frac'}
+
 def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_stays():
     """`moved` is d for a digit translated with the canvas, 0 for one drawn in place, and None
     when the moved rendering has no ink (a baseline whose digit vanished)."""

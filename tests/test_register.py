@@ -18,6 +18,18 @@ def test_cfg_names_map_to_auto_with_a_positional_encoding():
     assert register.split_cfg('sspe') == ('auto', 'sspe')
     assert register.split_cfg('paper256') == ('paper256', None)
 
+def test_cfg_mspe_is_the_border_recipe_and_explicit_flags_win():
+    assert register.resolve_cfg('mspe') == ('auto', 'mspe', (0.75, 1.5), 8)
+    assert register.resolve_cfg('sspe') == ('auto', 'sspe', None, None)
+    # The paper's plain MS-PE: --pe=mspe on any preset, or the recipe's parts switched off.
+    assert register.resolve_cfg('auto', 'mspe') == ('auto', 'mspe', None, None)
+    assert register.resolve_cfg('mspe', None, 'off', 0) == ('auto', 'mspe', None, 0)
+    assert register.resolve_cfg('mspe', None, '0.5,2', None) == ('auto', 'mspe', (0.5, 2.0), 8)
+    assert register.resolve_cfg('paper256', None, None, 4) == ('paper256', None, None, 4)
+    kwargs = register.configure_generator(host_G_kwargs(), *register.resolve_cfg('mspe')[1:3], pe_margin=8)
+    G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
+    assert G.synthesis.pe == 'mspe' and G.synthesis.pe_resize == (0.75, 1.5) and G.synthesis.pe_margin == 8
+
 def test_configure_generator_builds_the_plugin_generator():
     kwargs = register.configure_generator(host_G_kwargs(), 'mspe', register.parse_pe_resize('0.5,2'))
     assert kwargs.class_name == 'mspe_plugin.networks.Generator'

@@ -265,7 +265,7 @@ def test_cfg_mspe_snapshot_generates_where_mspe_plugin_cannot_be_imported(digits
                        '--tick=0.032', '--snap=1', '--kimg=0.032', '--aug=noaug')
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / 'runs')
-    assert '-auto-' in run_dir and run_dir.endswith('-mspe')     # --cfg=mspe: the auto settings plus MS-PE
+    assert '-auto-' in run_dir and run_dir.endswith('-mspe-rs0.75-1.5-m8')     # --cfg=mspe: auto plus the border recipe
     snapshot = snapshots(run_dir)[-1]
     out = tmp_path / 'images.npy'
     child = subprocess.run([sys.executable, '-c', BLOCK_PLUGIN_AND_GENERATE, HOST, snapshot, str(out)],

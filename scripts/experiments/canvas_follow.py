@@ -13,6 +13,7 @@ scripts/experiments/shift_consistency.py:
   ink        share of moved renderings that still have ink.
 
     python -m scripts.experiments.canvas_follow runs/probe/p3/00000-... --json results/paper/probes_canvas.json
+    python -m scripts.experiments.canvas_follow results/models/wide/*.pkl --margin 8   # every rendering with an inference margin
 """
 
 import json
@@ -39,22 +40,22 @@ def ink_spread(images):
     d2 = (ys - centre[:, 0, None, None]) ** 2 + (xs - centre[:, 1, None, None]) ** 2
     return ((d2 * ink).sum(dim=(1, 2)) / ink.sum(dim=(1, 2)).clamp(min=1e-8)).sqrt()
 
-def follow(G, clf, num, seed=0):
-    """The row of one generator (see the module docstring)."""
+def follow(G, clf, num, seed=0, margin=0):
+    """The row of one generator (see the module docstring); margin: the inference margin of every rendering."""
     R = G.img_resolution
     ws = dg.latents(G, num, seed=seed)
-    base = dg.render(G, ws).cpu()
+    base = dg.render(G, ws, margin=margin).cpu()
     base_class = dg.classify(clf, base)[0]
     row, agree, inks = {}, [], []
     for d in SHIFTS:
-        moved = dg.render(G, ws, Canvas(origin=(-d, -d))).cpu()
+        moved = dg.render(G, ws, Canvas(origin=(-d, -d)), margin=margin).cpu()
         move, ink = displacement(base, moved)
         row[f'move_{d}'] = None if move is None else move / d
         agree.append(float((dg.classify(clf, moved)[0] == base_class).float().mean()))
         inks.append(ink)
-    move, _ = displacement(base, dg.render(G, ws, Canvas(origin=(-R / 2, -R / 2), size=(2 * R, 2 * R))).cpu())
+    move, _ = displacement(base, dg.render(G, ws, Canvas(origin=(-R / 2, -R / 2), size=(2 * R, 2 * R)), margin=margin).cpu())
     row['enlarged'] = None if move is None else move / (R / 2)
-    row['zoom2'] = float(ink_spread(dg.render(G, ws, Canvas(zoom=2)).cpu()).mean() / ink_spread(base).mean())
+    row['zoom2'] = float(ink_spread(dg.render(G, ws, Canvas(zoom=2), margin=margin).cpu()).mean() / ink_spread(base).mean())
     row['agreement'] = float(np.mean(agree))
     row['ink'] = float(np.mean(inks))
     return row
@@ -65,7 +66,8 @@ def follow(G, clf, num, seed=0):
 @click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg')
 @click.option('--json', 'json_path', default=None, help='Also write the rows here')
 @click.option('--note', default='', help='A sentence stored with the rows (what the snapshots are)')
-def main(paths, num, every, json_path, note):
+@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin: render N more pixels beyond every side of every canvas (the training grid too) and crop them')
+def main(paths, num, every, json_path, note, margin):
     """Ink-centre movement of digit generators on moved, enlarged and zoomed canvases."""
     torch.manual_seed(0)
     clf = dg.load_classifier(device='cpu')
@@ -73,12 +75,12 @@ def main(paths, num, every, json_path, note):
     for path in snapshots(paths, every):
         with open(path, 'rb') as f:
             G = legacy.load_network_pkl(f)['G_ema'].eval()
-        row = dict(snapshot=path, **follow(G, clf, num))
+        row = dict(snapshot=path, **follow(G, clf, num, margin=margin))
         rows.append(row)
         print(json.dumps({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
     if json_path:
         with open(json_path, 'w') as f:
-            json.dump(dict(command=dg.command_line('scripts.experiments.canvas_follow'), num=num, note=note, rows=rows), f, indent=1)
+            json.dump(dict(command=dg.command_line('scripts.experiments.canvas_follow'), num=num, margin=margin, note=note, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()    # pylint: disable=no-value-for-parameter

@@ -8,6 +8,7 @@ committed as results/models/<name>.pkl. Every experiment loads them from here an
 through the same Canvas call, so the comparison is one code path for all variants.
 """
 
+import dataclasses
 import os
 import shlex
 import sys
@@ -90,8 +91,14 @@ def latents(G, num, seed=0, psi=1.0):
     return G.mapping(z, conditioning(G, num, seed, device), truncation_psi=psi)
 
 @torch.no_grad()
-def render(G, ws, canvas=None, noise_mode='const', batch=64):
-    """Images [N, C, H, W] in [-1, 1] of ws on `canvas` (None = the training grid)."""
+def render(G, ws, canvas=None, noise_mode='const', batch=64, margin=0):
+    """Images [N, C, H, W] in [-1, 1] of ws on `canvas` (None = the training grid). margin > 0
+    renders that many more pixels beyond every side and crops them (the inference margin,
+    Canvas.margin), the training grid included, so that no pixel depends on where the edge is."""
+    if margin:
+        R = G.img_resolution
+        canvas = canvas or Canvas(size=(R, R))
+        canvas = dataclasses.replace(canvas, margin=int(margin))
     extra = {} if canvas is None else dict(canvas=canvas)    # a plain StyleGAN2 G renders the training grid only
     out = [G.synthesis(ws[i:i + batch], noise_mode=noise_mode, **extra) for i in range(0, len(ws), batch)]
     return torch.cat(out).clamp(-1, 1)

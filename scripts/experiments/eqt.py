@@ -1,6 +1,9 @@
 """StyleGAN3's translation equivariance (EQ-T) of the digit models, through the Canvas.
 
-    python -m scripts.experiments.eqt [--num 256] [--max-frac 0.125] [--out results/paper/eqt.json]
+    python -m scripts.experiments.eqt [--num 256] [--max-frac 0.125] [--margin 0] [--out results/paper/eqt.json]
+
+--margin N renders every canvas, G(0) included, N pixels wider on every side and crops them (the
+inference margin, generate.py --margin), so that no pixel depends on where the rendered edge is.
 
 Writes the JSON and, beside it, a bar chart (<out without .json>.png).
 
@@ -25,14 +28,15 @@ from scripts.experiments import digits as dg
 @click.option('--seed', type=int, default=0)
 @click.option('--models-dir', default=dg.MODELS_DIR)
 @click.option('--out', default=dg.out_path('eqt') + '.json')
-def main(num, max_frac, seed, models_dir, out):
+@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin: render N more pixels beyond every side of every canvas (the training grid too) and crop them')
+def main(num, max_frac, seed, models_dir, out, margin):
     models = dg.load_models(models_dir=models_dir)
     results = {}
     for name, G in models.items():
         R = G.img_resolution
         rnd = np.random.RandomState(seed)
         ws = dg.latents(G, num, seed=seed)
-        base = dg.render(G, ws, noise_mode='const')
+        base = dg.render(G, ws, noise_mode='const', margin=margin)
         scores = {}
         for kind in ['integer', 'fractional']:
             mse_sum = 0.0
@@ -40,7 +44,7 @@ def main(num, max_frac, seed, models_dir, out):
                 t = rnd.uniform(-max_frac * R, max_frac * R, size=2)
                 if kind == 'integer':
                     t = np.round(t)
-                moved = dg.render(G, ws[i:i + 1], dg.shifted_canvas(G, t[0], t[1]), noise_mode='const')
+                moved = dg.render(G, ws[i:i + 1], dg.shifted_canvas(G, t[0], t[1]), noise_mode='const', margin=margin)
                 ref, mask = dg.translate_image(base[i:i + 1], t[0], t[1])
                 mse_sum += float((moved - ref).square()[:, :, mask].mean())
             scores['eqt_int' if kind == 'integer' else 'eqt_frac'] = float(10 * np.log10(4.0 / (mse_sum / num)))
@@ -48,7 +52,7 @@ def main(num, max_frac, seed, models_dir, out):
         print(f'{name:>9}: EQ-T {scores["eqt_int"]:6.2f} dB   EQ-T_frac {scores["eqt_frac"]:6.2f} dB')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
-        json.dump(dict(num=num, max_frac=max_frac, models=results), f, indent=1)
+        json.dump(dict(num=num, max_frac=max_frac, margin=margin, models=results), f, indent=1)
     figure = os.path.splitext(out)[0] + '.png'
     plot(results, figure)
     print(f'wrote {out} and {figure}')
