@@ -23,6 +23,7 @@ rendered on the known canvas (a control: there the model can draw the target exa
 canvas says, so misses are the search's). Writes a JSON file.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -119,9 +120,10 @@ def psnr(a, b):
     """PSNR (dB) of two [1, C, H, W] images in [-1, 1]."""
     return float(10 * torch.log10(4 / (a - b).square().mean().clamp_min(1e-10)))
 
-def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print):
+def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print, margin=0):
     """Project every target with the canvas estimated and known; one row per target.
-    zoom_search None: the zoom is known to be 1 (shift-only targets), only the origin is fitted."""
+    zoom_search None: the zoom is known to be 1 (shift-only targets), only the origin is fitted.
+    margin: the inference margin of every canvas (Canvas.margin; output pixels drawn beyond each side)."""
     rows = []
     R = G.img_resolution
     for i, t in enumerate(targets):
@@ -129,14 +131,15 @@ def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samp
         common = dict(num_steps=num_steps, loss='pixel', seed=seed, w_avg_samples=w_avg_samples, device=device)
         start = time.time()
         torch.manual_seed(seed)
-        est = projector.project(G, target, fit_canvas=True, fit_zoom=zoom_search is not None,
+        est = projector.project(G, target, canvas=Canvas(size=(R, R), margin=margin), fit_canvas=True, fit_zoom=zoom_search is not None,
                                 search_zoom_range=zoom_search or (1.0, 1.0), **common)
         torch.manual_seed(seed)
-        known = projector.project(G, target, canvas=t['canvas'], **common)
+        truth = dataclasses.replace(t['canvas'], margin=margin)
+        known = projector.project(G, target, canvas=truth, **common)
         with torch.no_grad():
             recon_est = G.synthesis(est.ws[-1:].to(device), canvas=est.canvases[-1], noise_mode='const').clamp(-1, 1).cpu()
-            recon_known = G.synthesis(known.ws[-1:].to(device), canvas=t['canvas'], noise_mode='const').clamp(-1, 1).cpu()
-        found, truth = est.canvases[-1], t['canvas']
+            recon_known = G.synthesis(known.ws[-1:].to(device), canvas=truth, noise_mode='const').clamp(-1, 1).cpu()
+        found = est.canvases[-1]
         row = dict(index=t['index'], label=t['label'], offset=list(t['offset']),
                    origin_true=list(truth.origin), zoom_true=truth.zoom,
                    origin_est=list(found.origin), zoom_est=found.zoom,
@@ -194,8 +197,9 @@ def parse_range(text, flag, example):
               help='Held-out MNIST digits, or each model\'s own digits rendered on the known canvas (a control: the model can draw them there)')
 @click.option('--mnist', default=os.path.join(ROOT, 'tests', 'data', 'mnist'), show_default=True, help='Folder with the MNIST t10k IDX files')
 @click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin of every canvas (output pixels drawn beyond each side and cropped), both models')
 @click.option('--out', default=os.path.join(ROOT, 'results', 'paper', 'fit_canvas_eval.json'), show_default=True, help='JSON file to write')
-def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, source, mnist, seed, out):
+def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, source, mnist, seed, margin, out):
     """Canvas estimation on moved and zoomed real digits: MS-PE against the baseline."""
     zoom_range, zoom_search = (parse_range(text, flag, example) for text, flag, example in
                                ((zoom_range, '--zoom-range', '0.75,1.5'), (zoom_search, '--zoom-search', '0.7,1.6')))
@@ -219,7 +223,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
     for name, G in models.items():
         print(f'{name}:')
         own = targets if targets is not None else generated_targets(G, num_digits, seed, zoom_range)
-        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device)
+        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, margin=margin)
         summary[name] = summarize(rows[name])
     print(f'{"model":>9} {"n":>3} {"search: origin<=1px":>19} {"zoom<=5%":>9} {"fit: origin<=1px":>16} {"zoom<=5%":>9} {"both":>5} '
           f'{"med.err px":>10} {"med.err zoom":>12} {"PSNR est":>9} {"PSNR known":>10}')
@@ -228,7 +232,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
               f'{s["origin_within_1px"]:>16.2f} {s["zoom_within_5pct"]:>9.2f} {s["both"]:>5.2f} '
               f'{s["origin_error_median"]:>10.2f} {s["zoom_error_median"]:>12.3f} {s["psnr_estimated"]:>9.2f} {s["psnr_known"]:>10.2f}')
     config = dict(mspe=os.path.relpath(mspe_pkl, ROOT), baseline=os.path.relpath(baseline_pkl, ROOT), resolution=R,
-                  targets=source, num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed,
+                  targets=source, num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed, margin=margin,
                   offsets=f'uniform in [-{R / 4:g}, {R / 4:g}]^2 px', zooms=f'log-uniform in [{zoom_range[0]:g}, {zoom_range[1]:g}]',
                   zoom_fitted=not shifts_only,
                   loss=projector.PyramidLoss.name, space='W', seconds=round(time.time() - start, 1),

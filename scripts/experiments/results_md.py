@@ -286,33 +286,52 @@ def probes(canvas_json='paper/probes_canvas.json', diversity_json='paper/probes_
                 canvas_table=table(['probe', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement'], rows),
                 diversity_table=table(DIVERSITY_HEADER, _diversity_rows(div['rows'], _probe_name)))
 
-def border_models(prefix='paper/wide_'):
-    """The wide model set (results/models/wide): canvas following, EQ-T, rolled-shift PSNR and
-    Frechet distance per model, with issue 22's bars beside them."""
-    canvas, eqt_d = load(prefix + 'canvas_follow.json'), load(prefix + 'eqt.json')
-    wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load('models/wide/models.json')
-    if None in (canvas, eqt_d, wrap, div, models_d):
-        return None
+def _border_rows(models_d, canvas, eqt_d, wrap, frechet=None):
+    """Rows of the wide set's table: canvas following, EQ-T and rolled-shift PSNR per model (and,
+    with `frechet`, the Frechet distance and s/kimg)."""
     name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
     follow = {name_of(r['snapshot']): r for r in canvas['rows']}
-    frechet = {name_of(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
     rows = []
     for name, info in models_d['models'].items():
         r = follow.get(name, {})
         e = eqt_d['models'].get(name, {})
         frac = [x['psnr'] for x in wrap['models'].get(name, []) if not float(x['shift']).is_integer()]
-        rows.append([label(name), fmt(info.get('kimg'), 'g')] + [fmt(r.get(f'move_{d}'), '.3f') for d in (4, 8, 16)] +
-                    [fmt(r.get('enlarged'), '.3f'), fmt(r.get('zoom2'), '.2f'), fmt(r.get('agreement'), '.3f'),
-                     fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'),
-                     fmt(float(np.mean(frac)) if frac else None, '.2f'), fmt(frechet.get(name), '.1f'),
-                     fmt(info.get('seconds_per_kimg'), '.1f')])
-    rows.append(['issue 22 bar (default)', '', '>= 0.9', '>= 0.9', '>= 0.9', '>= 0.9', '>= 1.8', '>= 0.9',
-                 'baseline + 6', 'baseline + 6', 'baseline + 3', '<= 1.25 x baseline', ''])
+        row = [label(name), fmt(info.get('kimg'), 'g')] + [fmt(r.get(f'move_{d}'), '.3f') for d in (4, 8, 16)] + \
+              [fmt(r.get('enlarged'), '.3f'), fmt(r.get('zoom2'), '.2f'), fmt(r.get('agreement'), '.3f'),
+               fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(float(np.mean(frac)) if frac else None, '.2f')]
+        if frechet is not None:
+            row += [fmt(frechet.get(name), '.1f'), fmt(info.get('seconds_per_kimg'), '.1f')]
+        rows.append(row)
+    bar = ['issue 22 bar (default)', '', '>= 0.9', '>= 0.9', '>= 0.9', '>= 0.9', '>= 1.8', '>= 0.9',
+           'baseline + 6', 'baseline + 6', 'baseline + 3']
+    rows.append(bar + (['<= 1.25 x baseline', ''] if frechet is not None else []))
     header = ['model', 'kimg', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement', 'EQ-T', 'EQ-T_frac',
-              'rolled PSNR (d + 0.5)', 'Frechet', 's/kimg']
-    return dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
-                canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
-                div_num=div['num'], table=table(header, rows))
+              'rolled PSNR (d + 0.5)'] + (['Frechet', 's/kimg'] if frechet is not None else [])
+    return table(header, rows)
+
+def border_models(prefix='paper/wide_'):
+    """The wide model set (results/models/wide): canvas following, EQ-T, rolled-shift PSNR and
+    Frechet distance per model, with issue 22's bars beside them; the same measures again with
+    an inference margin where its JSON files (<prefix>*_m<N>.json) exist."""
+    canvas, eqt_d = load(prefix + 'canvas_follow.json'), load(prefix + 'eqt.json')
+    wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load('models/wide/models.json')
+    if None in (canvas, eqt_d, wrap, div, models_d):
+        return None
+    frechet = {os.path.splitext(os.path.basename(k))[0]: v['frechet'] for k, v in div['rows'].items() if k != 'data'}
+    fills = dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
+                 canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
+                 div_num=div['num'], trained=', '.join(models_d['models']),
+                 table=_border_rows(models_d, canvas, eqt_d, wrap, frechet), margin_text='')
+    m = load(prefix + 'canvas_follow_m8.json'), load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
+    if None not in m:
+        fills['margin_text'] = (
+            f'With an inference margin of {m[1]["margin"]} px (every rendering, G(0) included, drawn {m[1]["margin"]} px '
+            'wider on every side and cropped: `--margin 8`, as `generate.py --margin=8`), the same models and latents: '
+            f'`{m[0]["command"]}`, `python -m scripts.experiments.eqt --models-dir results/models/wide --margin 8 --out '
+            'results/paper/wide_eqt_m8.json` and `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
+            '--models-dir results/models/wide --out results/paper/wide_shift_consistency_wrap_m8`:\n\n' +
+            _border_rows(models_d, *m))
+    return fills
 
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
