@@ -9,7 +9,7 @@ in [0.75, 1.5] (log-uniform) about the centre c of the training quadrant. That i
 image the canvas with origin c - (c + d) / s and zoom s sees (mspe_plugin.fit.resample_on_canvas),
 the known canvas. Draws that push more than 10% of the digit's ink out of the frame are redrawn.
 
-Each model projects each target twice (W space, the offline pixel loss, the same steps):
+Each model projects each target twice (W space, or W+ with --w-plus; the offline pixel loss, the same steps):
   estimated  from the training canvas with the canvas found (--fit-canvas --fit-zoom: coarse
              search over origin and zoom scored with the mean w of every class, restarts, joint
              refinement);
@@ -120,15 +120,16 @@ def psnr(a, b):
     """PSNR (dB) of two [1, C, H, W] images in [-1, 1]."""
     return float(10 * torch.log10(4 / (a - b).square().mean().clamp_min(1e-10)))
 
-def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print, margin=0):
+def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print, margin=0, w_plus=False):
     """Project every target with the canvas estimated and known; one row per target.
     zoom_search None: the zoom is known to be 1 (shift-only targets), only the origin is fitted.
-    margin: the inference margin of every canvas (Canvas.margin; output pixels drawn beyond each side)."""
+    margin: the inference margin of every canvas (Canvas.margin; output pixels drawn beyond each side);
+    w_plus: project into W+ (one w per layer) instead of W."""
     rows = []
     R = G.img_resolution
     for i, t in enumerate(targets):
         target = ((t['target'][0] + 1) * 127.5).clamp(0, 255).to(device)
-        common = dict(num_steps=num_steps, loss='pixel', seed=seed, w_avg_samples=w_avg_samples, device=device)
+        common = dict(num_steps=num_steps, loss='pixel', seed=seed, w_avg_samples=w_avg_samples, device=device, w_plus=w_plus)
         start = time.time()
         torch.manual_seed(seed)
         est = projector.project(G, target, canvas=Canvas(size=(R, R), margin=margin), fit_canvas=True, fit_zoom=zoom_search is not None,
@@ -197,9 +198,10 @@ def parse_range(text, flag, example):
               help='Held-out MNIST digits, or each model\'s own digits rendered on the known canvas (a control: the model can draw them there)')
 @click.option('--mnist', default=os.path.join(ROOT, 'tests', 'data', 'mnist'), show_default=True, help='Folder with the MNIST t10k IDX files')
 @click.option('--seed', type=int, default=0, show_default=True)
+@click.option('--w-plus', is_flag=True, help='Project into W+ (one w per layer, projector.py --w-plus) instead of W')
 @click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin of every canvas (output pixels drawn beyond each side and cropped), both models')
 @click.option('--out', default=os.path.join(ROOT, 'results', 'paper', 'fit_canvas_eval.json'), show_default=True, help='JSON file to write')
-def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, source, mnist, seed, margin, out):
+def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search, source, mnist, seed, w_plus, margin, out):
     """Canvas estimation on moved and zoomed real digits: MS-PE against the baseline."""
     zoom_range, zoom_search = (parse_range(text, flag, example) for text, flag, example in
                                ((zoom_range, '--zoom-range', '0.75,1.5'), (zoom_search, '--zoom-search', '0.7,1.6')))
@@ -223,7 +225,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
     for name, G in models.items():
         print(f'{name}:')
         own = targets if targets is not None else generated_targets(G, num_digits, seed, zoom_range)
-        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, margin=margin)
+        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, margin=margin, w_plus=w_plus)
         summary[name] = summarize(rows[name])
     print(f'{"model":>9} {"n":>3} {"search: origin<=1px":>19} {"zoom<=5%":>9} {"fit: origin<=1px":>16} {"zoom<=5%":>9} {"both":>5} '
           f'{"med.err px":>10} {"med.err zoom":>12} {"PSNR est":>9} {"PSNR known":>10}')
@@ -235,7 +237,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
                   targets=source, num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed, margin=margin,
                   offsets=f'uniform in [-{R / 4:g}, {R / 4:g}]^2 px', zooms=f'log-uniform in [{zoom_range[0]:g}, {zoom_range[1]:g}]',
                   zoom_fitted=not shifts_only,
-                  loss=projector.PyramidLoss.name, space='W', seconds=round(time.time() - start, 1),
+                  loss=projector.PyramidLoss.name, space='W+' if w_plus else 'W', seconds=round(time.time() - start, 1),
                   command='python scripts/experiments/fit_canvas_eval.py ' + ' '.join(sys.argv[1:]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:

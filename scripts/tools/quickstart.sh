@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main job, on a fresh machine with no download: build the embedded spatially
 # biased digits (rendered with Pillow's font, upper-left quadrant, random colours), train a small
-# MS-PE generator with `train.py --cfg=mspe` for a few minutes, and render it on shifted, zoomed,
+# MS-PE generator with `train.py --cfg=mspe` (the border recipe) for a few minutes, and render it on shifted, zoomed,
 # wider and beyond-the-border canvases.
 #
 #   bash scripts/tools/quickstart.sh              # 12 kimg: a few minutes on a CPU
@@ -26,7 +26,8 @@ if [ ! -f "$DATA" ]; then
         --place=upper-left --colorize --resolution=32
 fi
 
-# Train (or continue) the MS-PE model: 32 channels per scale keep it CPU sized; no augmentation,
+# Train (or continue) the MS-PE model (--cfg=mspe: MS-PE with random resizing and 0-8 px random
+# margins, the border recipe): 32 channels per scale keep it CPU sized; no augmentation,
 # since ADA's translations would teach the generator other positions than the data's.
 RUNS=runs/quickstart
 if ls $RUNS/*/network-snapshot-*.pkl >/dev/null 2>&1; then
@@ -38,13 +39,15 @@ else
 fi
 network=$(ls $RUNS/*/network-snapshot-*.pkl | sort | tail -n 1)
 
+# Every canvas is rendered with an 8 px inference margin (--margin=8: drawn 8 px wider on every
+# side, then cropped), the margin --cfg=mspe trains with, so no frame shows its own edge.
 render() {   # render NETWORK PREFIX [FLAGS]: the four canvases of the README
     local net=$1 prefix=$2
     shift 2
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2 --margin=8 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2 --margin=8 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64 --margin=8 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 --margin=8 "$@"
 }
 render "$network" ""
 TRAINED=results/models/wide/default.pkl
