@@ -44,6 +44,7 @@ import projector  # noqa: E402
 from mspe_plugin import fit, register  # noqa: E402
 from mspe_plugin.encoding import Canvas  # noqa: E402
 
+FIGURE_COLUMNS = 10                 # Targets shown in the figure.
 HELD_OUT = 8000                     # MNIST test digits below this index train the digit classifier.
 
 #----------------------------------------------------------------------------
@@ -120,11 +121,13 @@ def psnr(a, b):
     """PSNR (dB) of two [1, C, H, W] images in [-1, 1]."""
     return float(10 * torch.log10(4 / (a - b).square().mean().clamp_min(1e-10)))
 
-def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print, margin=0, w_plus=False):
+def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samples=2000, device='cpu', log=print, margin=0, w_plus=False,
+                 images=None):
     """Project every target with the canvas estimated and known; one row per target.
     zoom_search None: the zoom is known to be 1 (shift-only targets), only the origin is fitted.
     margin: the inference margin of every canvas (Canvas.margin; output pixels drawn beyond each side);
-    w_plus: project into W+ (one w per layer) instead of W."""
+    w_plus: project into W+ (one w per layer) instead of W; images: a list that receives (target,
+    reconstruction estimated, reconstruction known) of the first FIGURE_COLUMNS targets."""
     rows = []
     R = G.img_resolution
     for i, t in enumerate(targets):
@@ -149,11 +152,24 @@ def evaluate_fit(G, targets, num_steps, seed, zoom_search=(0.7, 1.6), w_avg_samp
                    origin_error=max(abs(a - b) for a, b in zip(found.origin, truth.origin)),
                    zoom_error=abs(found.zoom / truth.zoom - 1),
                    psnr_estimated=psnr(recon_est, t['target']), psnr_known=psnr(recon_known, t['target']))
+        if images is not None and len(images) < FIGURE_COLUMNS:
+            images.append((t['target'], recon_est, recon_known))
         rows.append(row)
         log(f'  {i + 1:>3d}/{len(targets)} digit {t["label"]}: origin {fmt(truth.origin)} -> {fmt(found.origin)}, '
             f'zoom {truth.zoom:.3f} -> {found.zoom:.3f}, PSNR est {row["psnr_estimated"]:.2f} known {row["psnr_known"]:.2f} dB '
             f'({time.time() - start:.0f} s)')
     return rows
+
+def save_figure(images, path, scale=3):
+    """A grid PNG: targets in the first row, then per model its reconstructions with the canvas
+    estimated and with it known, one column per target. images: {model: [(target, est, known)]}."""
+    names = list(images)
+    columns = [images[names[0]][i][0] for i in range(len(images[names[0]]))]
+    rows = [columns] + [[case[k] for case in images[name]] for name in names for k in (1, 2)]
+    to_uint8 = lambda img: ((img[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
+    grid = np.concatenate([np.concatenate([to_uint8(img) for img in row], axis=1) for row in rows], axis=0)
+    PIL.Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), PIL.Image.NEAREST).save(path)
+    return ['targets'] + [f'{name} {mode}' for name in names for mode in ('estimated', 'known')]
 
 def fmt(pair):
     return f'({pair[0]:.2f}, {pair[1]:.2f})'
@@ -221,11 +237,12 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
 
     targets = make_targets(mnist, num_digits, R, seed, zoom_range=zoom_range) if source == 'real' else None
     start = time.time()
-    rows, summary = {}, {}
+    rows, summary, images = {}, {}, {}
     for name, G in models.items():
         print(f'{name}:')
         own = targets if targets is not None else generated_targets(G, num_digits, seed, zoom_range)
-        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, margin=margin, w_plus=w_plus)
+        rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, margin=margin, w_plus=w_plus,
+                                  images=images.setdefault(name, []))
         summary[name] = summarize(rows[name])
     print(f'{"model":>9} {"n":>3} {"search: origin<=1px":>19} {"zoom<=5%":>9} {"fit: origin<=1px":>16} {"zoom<=5%":>9} {"both":>5} '
           f'{"med.err px":>10} {"med.err zoom":>12} {"PSNR est":>9} {"PSNR known":>10}')
@@ -240,9 +257,11 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
                   loss=projector.PyramidLoss.name, space='W+' if w_plus else 'W', seconds=round(time.time() - start, 1),
                   command='python scripts/experiments/fit_canvas_eval.py ' + ' '.join(sys.argv[1:]))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    figure = os.path.splitext(out)[0] + '.png'
+    config['figure_rows'] = save_figure(images, figure)
     with open(out, 'w') as f:
         json.dump(dict(config=config, summary=summary, rows=rows), f, indent=1)
-    print(f'wrote {out}')
+    print(f'wrote {out} and {figure}')
 
 if __name__ == '__main__':
     main()  # pylint: disable=no-value-for-parameter
