@@ -176,6 +176,24 @@ def inversion():
     return dict(command=cfg['command'], num_real=cfg['num_real'], num_gen=cfg['num_gen'], num_steps=cfg['num_steps'],
                 space=cfg['space'], loss=cfg['loss'], shift=cfg['shift'], table=table(header, rows))
 
+def fit_canvas(name='paper/fit_canvas_eval_wide.json'):
+    """Canvas estimation of unaligned real digits (fit_canvas_eval.py) with issue 23's bars."""
+    d = load(name)
+    if d is None:
+        return None
+    cfg = d['config']
+    keys = [('origin_within_1px_search', '.2f'), ('zoom_within_5pct_search', '.2f'), ('origin_within_1px', '.2f'),
+            ('zoom_within_5pct', '.2f'), ('both', '.2f'), ('origin_error_median', '.2f'), ('zoom_error_median', '.3f'),
+            ('psnr_estimated', '.2f'), ('psnr_known', '.2f')]
+    rows = [[label({'mspe': 'default'}.get(model, model)) + f' (`{cfg[model]}`)', s['n']] + [fmt(s[k], f) for k, f in keys]
+            for model, s in d['summary'].items()]
+    rows.append(['issue 23 bar (default)', '', '', '', '', '', '>= 0.9', '', '', 'baseline + 2', ''])
+    header = ['model', 'n', 'search: origin <= 1 px', 'search: zoom <= 5%', 'fit: origin <= 1 px', 'fit: zoom <= 5%',
+              'both', 'median origin error (px)', 'median zoom error', 'PSNR, canvas estimated', 'PSNR, canvas known']
+    return dict(command=cfg['command'], num_digits=cfg['num_digits'], num_steps=cfg['num_steps'], space=cfg['space'],
+                offsets=cfg['offsets'], zooms=cfg['zooms'], figure=os.path.splitext(name)[0].split('/', 1)[1] + '.png',
+                figure_rows=', '.join(cfg.get('figure_rows', [])), table=table(header, rows))
+
 def ddpm():
     d = load('paper/ddpm_reconstruct.json')
     if d is None:
@@ -336,7 +354,7 @@ def border_models(prefix='paper/wide_'):
 FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress=progress, shift=shift, eqt=eqt, noise=noise,
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
              train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes,
-             border_models=border_models,
+             border_models=border_models, fit_canvas=fit_canvas,
              probes_recipes=lambda: probes('paper/probes_recipes_canvas.json', 'paper/probes_recipes_diversity.json'))
 
 #----------------------------------------------------------------------------
