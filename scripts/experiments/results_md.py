@@ -377,6 +377,30 @@ def results_page(template_text):
         out.append(f'Not yet produced: {", ".join(missing)}.\n')
     return ''.join(out), missing
 
+def _wide_summary(prefix='paper/wide_'):
+    """The README's table of the wide set: canvas following, EQ-T and rolled PSNR (plain and with
+    the 8 px inference margin), Frechet distance; None until its JSON files exist."""
+    models_d, canvas, eqt_d, wrap, div = (load(n) for n in ('models/wide/models.json', prefix + 'canvas_follow.json',
+                                                           prefix + 'eqt.json', prefix + 'shift_consistency_wrap.json',
+                                                           prefix + 'digit_diversity.json'))
+    if None in (models_d, canvas, eqt_d, wrap, div):
+        return None
+    eqt8, wrap8 = load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
+    name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
+    follow = {name_of(r['snapshot']): r for r in canvas['rows']}
+    frechet = {name_of(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
+    rolled = lambda w, n: (lambda f: float(np.mean(f)) if f else None)([x['psnr'] for x in w['models'].get(n, []) if not float(x['shift']).is_integer()]) if w else None
+    rows = []
+    for n in models_d['models']:
+        r, e, e8 = follow.get(n, {}), eqt_d['models'].get(n, {}), (eqt8 or {'models': {}})['models'].get(n, {})
+        rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
+                     fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(rolled(wrap, n), '.2f'),
+                     fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(rolled(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f')])
+    link = 'results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22'
+    header = [f'[wide set]({link}), 192 kimg', 'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
+              'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet']
+    return table(header, rows)
+
 def summary_table():
     """The README's results table: one row per digit model, headline numbers, links."""
     div, sc, eq, ns, ms = (load(f'paper/{n}.json') for n in ('digit_diversity', 'shift_consistency', 'eqt', 'noise_std', 'multiscale'))
@@ -394,6 +418,9 @@ def summary_table():
               '[EQ-T](results/README.md#eq-t-stylegan3s-translation-equivariance)', 'EQ-T frac',
               '[noise std](results/README.md#noise-dependence-paper-fig-4)', '[Frechet, zoom 2](results/README.md#multi-scale-and-beyond-the-border-paper-fig-6-8-table-1)']
     lines = [table(header, rows)]
+    wide = _wide_summary()
+    if wide:
+        lines += ['', wide]
     dd = load('paper/ddpm_reconstruct.json')
     if dd is not None:
         kept = {name: {r['t']: r['kept_bottom_left'] for r in m['rows']} for name, m in dd['models'].items()}
@@ -405,6 +432,15 @@ def summary_table():
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
                   '`--pe=none`: ' + ', '.join(f'{r["mspe_vs_none_percent"]:+.1f}% at {r["res"]} px' for r in oh['rows']) + '.']
+        wm = (load('models/wide/models.json') or {}).get('models', {})
+        if all('mspe_rm_vs_mspe_ratio' in r for r in oh['rows']):
+            runs = ''
+            if 'default' in wm and 'mspe' in wm:
+                runs = (f'; the wide runs\' last ticks {wm["default"]["seconds_per_kimg"]:g} against {wm["mspe"]["seconds_per_kimg"]:g} s/kimg '
+                        f'(x{wm["default"]["seconds_per_kimg"] / wm["mspe"]["seconds_per_kimg"]:.2f}: a random canvas every step keeps '
+                        'G off the compiled path)')
+            lines += ['', 'Cost of the border recipe (`--cfg=mspe`) against the paper\'s MS-PE (`--pe=mspe`): '
+                      + ', '.join(f'x{r["mspe_rm_vs_mspe_ratio"]:.2f} per eager G+D step at {r["res"]} px' for r in oh['rows']) + runs + '.']
     hs = load('bench/bench_host.json')
     if hs is not None and 'compiled_vs_eager' in hs['rows'][0]:
         parts = []
