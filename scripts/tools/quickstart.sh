@@ -39,15 +39,13 @@ else
 fi
 network=$(ls $RUNS/*/network-snapshot-*.pkl | sort | tail -n 1)
 
-# Every canvas is rendered with an 8 px inference margin (--margin=8: drawn 8 px wider on every
-# side, then cropped), the margin --cfg=mspe trains with, so no frame shows its own edge.
 render() {   # render NETWORK PREFIX [FLAGS]: the four canvases of the README
     local net=$1 prefix=$2
     shift 2
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2 --margin=8 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2 --margin=8 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64 --margin=8 "$@"
-    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 --margin=8 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}shift" --translate-strip=9,2 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}zoom" --zoom=2 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}wide" --size=32x64 "$@"
+    python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 "$@"
 }
 render "$network" ""
 TRAINED=results/models/wide/default.pkl
