@@ -50,6 +50,10 @@ def table(header, rows):
     lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
     return '\n'.join(lines)
 
+def _order(name):
+    """Sort key: the models in LABELS' order (baseline first, the border recipe last), others after."""
+    return list(LABELS).index(name) if name in LABELS else len(LABELS)
+
 def label(name):
     """Figure label of a model name or pickle path."""
     return LABELS.get(os.path.splitext(os.path.basename(name))[0], name)
@@ -310,7 +314,7 @@ def _border_rows(models_d, canvas, eqt_d, wrap, frechet=None):
     name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
     follow = {name_of(r['snapshot']): r for r in canvas['rows']}
     rows = []
-    for name, info in models_d['models'].items():
+    for name, info in sorted(models_d['models'].items(), key=lambda item: _order(item[0])):
         r = follow.get(name, {})
         e = eqt_d['models'].get(name, {})
         frac = [x['psnr'] for x in wrap['models'].get(name, []) if not float(x['shift']).is_integer()]
@@ -338,7 +342,7 @@ def border_models(prefix='paper/wide_'):
     frechet = {os.path.splitext(os.path.basename(k))[0]: v['frechet'] for k, v in div['rows'].items() if k != 'data'}
     fills = dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
                  canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
-                 div_num=div['num'], trained=', '.join(models_d['models']),
+                 div_num=div['num'], trained=', '.join(sorted(models_d['models'], key=_order)),
                  table=_border_rows(models_d, canvas, eqt_d, wrap, frechet), margin_text='')
     m = load(prefix + 'canvas_follow_m8.json'), load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
     if None not in m:
@@ -391,7 +395,7 @@ def _wide_summary(prefix='paper/wide_'):
     frechet = {name_of(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
     rolled = lambda w, n: (lambda f: float(np.mean(f)) if f else None)([x['psnr'] for x in w['models'].get(n, []) if not float(x['shift']).is_integer()]) if w else None
     rows = []
-    for n in models_d['models']:
+    for n in sorted(models_d['models'], key=_order):
         r, e, e8 = follow.get(n, {}), eqt_d['models'].get(n, {}), (eqt8 or {'models': {}})['models'].get(n, {})
         rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
                      fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(rolled(wrap, n), '.2f'),
