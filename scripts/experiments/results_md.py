@@ -180,23 +180,27 @@ def inversion():
     return dict(command=cfg['command'], num_real=cfg['num_real'], num_gen=cfg['num_gen'], num_steps=cfg['num_steps'],
                 space=cfg['space'], loss=cfg['loss'], shift=cfg['shift'], table=table(header, rows))
 
-def fit_canvas(name='paper/fit_canvas_eval_wide.json'):
-    """Canvas estimation of unaligned real digits (fit_canvas_eval.py) with issue 23's bars."""
-    d = load(name)
-    if d is None:
+def fit_canvas(names=('paper/fit_canvas_eval_wide_w.json', 'paper/fit_canvas_eval_wide.json')):
+    """Canvas estimation of unaligned real digits (fit_canvas_eval.py, one file per projection
+    space) with issue 23's bars; the figure of the last file."""
+    runs = [(name, load(name)) for name in names]
+    runs = [(name, d) for name, d in runs if d is not None]
+    if not runs:
         return None
-    cfg = d['config']
     keys = [('origin_within_1px_search', '.2f'), ('zoom_within_5pct_search', '.2f'), ('origin_within_1px', '.2f'),
             ('zoom_within_5pct', '.2f'), ('both', '.2f'), ('origin_error_median', '.2f'), ('zoom_error_median', '.3f'),
             ('psnr_estimated', '.2f'), ('psnr_known', '.2f')]
-    rows = [[label({'mspe': 'default'}.get(model, model)) + f' (`{cfg[model]}`)', s['n']] + [fmt(s[k], f) for k, f in keys]
-            for model, s in d['summary'].items()]
-    rows.append(['issue 23 bar (default)', '', '', '', '', '', '>= 0.9', '', '', 'baseline + 2', ''])
-    header = ['model', 'n', 'search: origin <= 1 px', 'search: zoom <= 5%', 'fit: origin <= 1 px', 'fit: zoom <= 5%',
+    rows = [[label({'mspe': 'default'}.get(model, model)) + f' (`{d["config"][model]}`)', d['config']['space'], s['n']] +
+            [fmt(s[k], f) for k, f in keys] for _, d in runs for model, s in d['summary'].items()]
+    rows.append(['issue 23 bar (default)', '', '', '', '', '', '', '>= 0.9', '', '', 'baseline + 2', ''])
+    header = ['model', 'space', 'n', 'search: origin <= 1 px', 'search: zoom <= 5%', 'fit: origin <= 1 px', 'fit: zoom <= 5%',
               'both', 'median origin error (px)', 'median zoom error', 'PSNR, canvas estimated', 'PSNR, canvas known']
-    return dict(command=cfg['command'], num_digits=cfg['num_digits'], num_steps=cfg['num_steps'], space=cfg['space'],
-                offsets=cfg['offsets'], zooms=cfg['zooms'], figure=os.path.splitext(name)[0].split('/', 1)[1] + '.png',
-                figure_rows=', '.join(cfg.get('figure_rows', [])), table=table(header, rows))
+    name, cfg = runs[-1][0], runs[-1][1]['config']
+    return dict(commands=', '.join(f'`{d["config"]["command"]}`' for _, d in runs), num_digits=cfg['num_digits'],
+                num_steps=cfg['num_steps'], offsets=cfg['offsets'], zooms=cfg['zooms'], space=cfg['space'],
+                figure=os.path.splitext(name)[0].split('/', 1)[1] + '.png',
+                figure_rows=', '.join(r.replace('mspe ', f'{cfg["mspe"]} ').replace('baseline ', f'{cfg["baseline"]} ')
+                                      for r in cfg.get('figure_rows', [])), table=table(header, rows))
 
 def ddpm():
     d = load('paper/ddpm_reconstruct.json')
