@@ -166,3 +166,18 @@ def test_eval_script_refuses_a_bad_zoom_range_in_one_sentence():
                             env=dict(os.environ, OMP_NUM_THREADS='1'), timeout=120)
     assert result.returncode != 0
     assert '--zoom-search takes MIN,MAX' in result.stderr and 'Traceback' not in result.stderr
+
+def test_eval_figure_shows_each_target_above_its_reconstructions(tmp_path):
+    """One column per target: the shared real targets once, then estimated and known per model;
+    generated targets (each model its own) get a targets row per model."""
+    ev = load_eval_script()
+    a, b = -torch.ones(1, 3, 32, 32), torch.ones(1, 3, 32, 32)
+    path = tmp_path / 'fit.png'
+    rows = ev.save_figure({'mspe': [(a, b, b)] * 3, 'baseline': [(a, a, b)] * 3}, str(path), scale=1)
+    assert rows == ['targets', 'mspe estimated', 'mspe known', 'baseline estimated', 'baseline known']
+    grid = np.asarray(PIL.Image.open(path))
+    assert grid.shape == (5 * 32, 3 * 32, 3)
+    assert (grid[:32] == 0).all() and (grid[32:96] == 255).all() and (grid[96:128] == 0).all() and (grid[128:] == 255).all()
+    rows = ev.save_figure({'mspe': [(a, b, b)] * 3, 'baseline': [(b, a, b)] * 3}, str(path), scale=1)
+    assert rows[0] == 'mspe targets' and rows[3] == 'baseline targets'
+    assert np.asarray(PIL.Image.open(path)).shape == (6 * 32, 3 * 32, 3)

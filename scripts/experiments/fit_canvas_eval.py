@@ -164,12 +164,14 @@ def save_figure(images, path, scale=3):
     """A grid PNG: targets in the first row, then per model its reconstructions with the canvas
     estimated and with it known, one column per target. images: {model: [(target, est, known)]}."""
     names = list(images)
-    columns = [images[names[0]][i][0] for i in range(len(images[names[0]]))]
-    rows = [columns] + [[case[k] for case in images[name]] for name in names for k in (1, 2)]
+    shared = all(torch.equal(a[0], b[0]) for name in names for a, b in zip(images[name], images[names[0]]))
+    modes = ('estimated', 'known') if shared else ('targets', 'estimated', 'known')     # generated targets: each model's own
+    rows = [[case[0] for case in images[names[0]]]] if shared else []
+    rows += [[case[('targets', 'estimated', 'known').index(mode)] for case in images[name]] for name in names for mode in modes]
     to_uint8 = lambda img: ((img[0].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype(np.uint8)
     grid = np.concatenate([np.concatenate([to_uint8(img) for img in row], axis=1) for row in rows], axis=0)
     PIL.Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), PIL.Image.NEAREST).save(path)
-    return ['targets'] + [f'{name} {mode}' for name in names for mode in ('estimated', 'known')]
+    return (['targets'] if shared else []) + [f'{name} {mode}' for name in names for mode in modes]
 
 def fmt(pair):
     return f'({pair[0]:.2f}, {pair[1]:.2f})'
