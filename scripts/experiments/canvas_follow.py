@@ -66,7 +66,7 @@ def follow(G, clf, num, seed=0, margin=0):
 @click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg')
 @click.option('--json', 'json_path', default=None, help='Also write the rows here')
 @click.option('--note', default='', help='A sentence stored with the rows (what the snapshots are)')
-@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin: render N more pixels beyond every side of every canvas (the training grid too) and crop them')
+@dg.margin_option
 def main(paths, num, every, json_path, note, margin):
     """Ink-centre movement of digit generators on moved, enlarged and zoomed canvases."""
     torch.manual_seed(0)

@@ -13,6 +13,7 @@ import os
 import shlex
 import sys
 
+import click
 import numpy as np
 import scipy.linalg
 import torch
@@ -89,6 +90,12 @@ def latents(G, num, seed=0, psi=1.0):
     device = next(G.parameters()).device
     z = torch.from_numpy(np.stack([np.random.RandomState(seed + i).randn(G.z_dim) for i in range(num)])).float().to(device)
     return G.mapping(z, conditioning(G, num, seed, device), truncation_psi=psi)
+
+def margin_option(fn):
+    """click decorator: --margin N, the inference margin dg.render applies to every rendering."""
+    return click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True,
+                        help='Inference margin: render N more pixels beyond every side of every canvas '
+                             '(the training grid too) and crop them')(fn)
 
 @torch.no_grad()
 def render(G, ws, canvas=None, noise_mode='const', batch=64, margin=0):

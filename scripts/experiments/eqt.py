@@ -28,7 +28,7 @@ from scripts.experiments import digits as dg
 @click.option('--seed', type=int, default=0)
 @click.option('--models-dir', default=dg.MODELS_DIR)
 @click.option('--out', default=dg.out_path('eqt') + '.json')
-@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin: render N more pixels beyond every side of every canvas (the training grid too) and crop them')
+@dg.margin_option
 def main(num, max_frac, seed, models_dir, out, margin):
     models = dg.load_models(models_dir=models_dir)
     results = {}

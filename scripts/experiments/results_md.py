@@ -312,19 +312,31 @@ def probes(canvas_json='paper/probes_canvas.json', diversity_json='paper/probes_
                 canvas_table=table(['probe', 'move_4', 'move_8', 'move_16', 'enlarged', 'zoom2', 'class agreement'], rows),
                 diversity_table=table(DIVERSITY_HEADER, _diversity_rows(div['rows'], _probe_name)))
 
+def _stem(path):
+    """A model's name from its pickle path: results/models/wide/default.pkl -> default."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+def _rolled_frac(wrap, name):
+    """Mean PSNR of one model against G(0) rolled by d over the off-grid shifts d + 0.5 of a
+    shift_consistency --wrap file; None without the file or its rows."""
+    frac = [x['psnr'] for x in (wrap or {'models': {}})['models'].get(name, []) if not float(x['shift']).is_integer()]
+    return float(np.mean(frac)) if frac else None
+
+def _frechet(div):
+    """{model name: Frechet distance} of a digit_diversity file (the data row left out)."""
+    return {_stem(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
+
 def _border_rows(models_d, canvas, eqt_d, wrap, frechet=None):
     """Rows of the wide set's table: canvas following, EQ-T and rolled-shift PSNR per model (and,
     with `frechet`, the Frechet distance and s/kimg)."""
-    name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
-    follow = {name_of(r['snapshot']): r for r in canvas['rows']}
+    follow = {_stem(r['snapshot']): r for r in canvas['rows']}
     rows = []
     for name, info in sorted(models_d['models'].items(), key=lambda item: _order(item[0])):
         r = follow.get(name, {})
         e = eqt_d['models'].get(name, {})
-        frac = [x['psnr'] for x in wrap['models'].get(name, []) if not float(x['shift']).is_integer()]
         row = [label(name), fmt(info.get('kimg'), 'g')] + [fmt(r.get(f'move_{d}'), '.3f') for d in (4, 8, 16)] + \
               [fmt(r.get('enlarged'), '.3f'), fmt(r.get('zoom2'), '.2f'), fmt(r.get('agreement'), '.3f'),
-               fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(float(np.mean(frac)) if frac else None, '.2f')]
+               fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap, name), '.2f')]
         if frechet is not None:
             row += [fmt(frechet.get(name), '.1f'), fmt(info.get('seconds_per_kimg'), '.1f')]
         rows.append(row)
@@ -343,7 +355,7 @@ def border_models(prefix='paper/wide_'):
     wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load('models/wide/models.json')
     if None in (canvas, eqt_d, wrap, div, models_d):
         return None
-    frechet = {os.path.splitext(os.path.basename(k))[0]: v['frechet'] for k, v in div['rows'].items() if k != 'data'}
+    frechet = _frechet(div)
     fills = dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
                  canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
                  div_num=div['num'], trained=', '.join(sorted(models_d['models'], key=_order)),
@@ -394,16 +406,14 @@ def _wide_summary(prefix='paper/wide_'):
     if None in (models_d, canvas, eqt_d, wrap, div):
         return None
     eqt8, wrap8 = load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
-    name_of = lambda path: os.path.splitext(os.path.basename(path))[0]
-    follow = {name_of(r['snapshot']): r for r in canvas['rows']}
-    frechet = {name_of(k): v['frechet'] for k, v in div['rows'].items() if k != 'data'}
-    rolled = lambda w, n: (lambda f: float(np.mean(f)) if f else None)([x['psnr'] for x in w['models'].get(n, []) if not float(x['shift']).is_integer()]) if w else None
+    follow = {_stem(r['snapshot']): r for r in canvas['rows']}
+    frechet = _frechet(div)
     rows = []
     for n in sorted(models_d['models'], key=_order):
         r, e, e8 = follow.get(n, {}), eqt_d['models'].get(n, {}), (eqt8 or {'models': {}})['models'].get(n, {})
         rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
-                     fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(rolled(wrap, n), '.2f'),
-                     fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(rolled(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f')])
+                     fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap, n), '.2f'),
+                     fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f')])
     link = 'results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22'
     header = [f'[wide set]({link}), 192 kimg', 'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
               'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet']

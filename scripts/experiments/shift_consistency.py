@@ -63,7 +63,7 @@ def displacement(base, moved):
 @click.option('--models-dir', default=dg.MODELS_DIR)
 @click.option('--out', default=None, help='Output path without extension [default: results/paper/shift_consistency, with --wrap shift_consistency_wrap]')
 @click.option('--wrap', is_flag=True, help='Compare with G(0) rolled by d (wrap-around), over the whole image')
-@click.option('--margin', type=click.IntRange(min=0), default=0, show_default=True, help='Inference margin: render N more pixels beyond every side of every canvas (the training grid too) and crop them')
+@dg.margin_option
 def main(max_shift, step, num, seed, models_dir, out, wrap, margin):
     if out is None:
         out = dg.out_path('shift_consistency_wrap' if wrap else 'shift_consistency')
