@@ -66,8 +66,8 @@ def _periodic_linear_weights(coords, period):
     lo = torch.floor(coords)
     frac = (coords - lo).to(torch.float32)
     lo = lo.long() % period
-    weights = torch.zeros([coords.numel(), period])
-    rows = torch.arange(coords.numel())
+    weights = torch.zeros([coords.numel(), period], device=coords.device)
+    rows = torch.arange(coords.numel(), device=coords.device)
     weights.index_put_((rows, lo), 1 - frac, accumulate=True)
     weights.index_put_((rows, (lo + 1) % period), frac, accumulate=True)
     return weights

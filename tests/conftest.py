@@ -16,6 +16,15 @@ for p in (HOST, ROOT):
     if p not in sys.path:
         sys.path.insert(0, p)
 
+# The suite is a CPU suite: its tests compare with results computed in float32 on the CPU, bit for
+# bit where the host promises it, and start CPU processes under gloo. On a machine with a GPU, the
+# GPU is hidden from the tests and from every process they start (set before anything touches
+# CUDA), unless MSPE_TEST_CUDA=1: then tests/test_cuda.py runs the CUDA paths, with tolerances
+# where float32 results on the GPU may differ (`MSPE_TEST_CUDA=1 pytest tests/test_cuda.py`).
+TEST_CUDA = os.environ.get('MSPE_TEST_CUDA') == '1'
+if not TEST_CUDA:
+    os.environ['CUDA_VISIBLE_DEVICES'] = ''
+
 DATA_DIR = os.path.join(ROOT, 'tests', 'data')
 MNIST_DIR = os.path.join(DATA_DIR, 'mnist')
 

@@ -413,6 +413,20 @@ def test_dry_run_prints_options_and_writes_nothing(train_module, digits_zip, tmp
     assert 'Dry run; exiting.' in result.output and '"r1_gamma"' in result.output
     assert not outdir.exists()
 
+def _dry_run_options(train_module, digits_zip, tmp_path, *flags):
+    result = invoke(train_module, [f'--outdir={tmp_path}', f'--data={digits_zip}', '--metrics=none', '--dry-run', *flags])
+    assert result.exit_code == 0, result.output
+    text = result.output.split('Training options:', 1)[1]
+    return json.loads(text[:text.index('\nOutput directory:')])
+
+def test_random_canvases_switch_cudnn_benchmarking_off(train_module, digits_zip, tmp_path):
+    # cuDNN benchmarks each new convolution shape; a canvas of another size every step would make it
+    # benchmark all the time (on CUDA; the flag does nothing on CPU).
+    for flags in (['--cfg=mspe'], ['--cfg=auto', '--pe=mspe', '--pe-resize=0.75,1.5'], ['--cfg=auto', '--pe=mspe', '--pe-margin=4']):
+        assert _dry_run_options(train_module, digits_zip, tmp_path, *flags)['cudnn_benchmark'] is False, flags
+    for flags in (['--cfg=auto'], ['--cfg=auto', '--pe=mspe'], ['--cfg=mspe', '--pe-resize=off', '--pe-margin=0']):
+        assert _dry_run_options(train_module, digits_zip, tmp_path, *flags).get('cudnn_benchmark', True) is True, flags
+
 def test_cbase_and_cmax_set_the_channel_counts_of_g_and_d(train_module, digits_zip):
     args, desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,
         cond=False, subset=None, mirror=False, cfg='cpu', gamma=None, kimg=None, batch=None, aug='noaug', p=None,

@@ -130,7 +130,7 @@ def reverse_process(unet, scheduler, x, t_start, stride, generator):
         timesteps.append(0)
     scheduler.set_timesteps(timesteps=timesteps)
     for t in scheduler.timesteps:
-        eps = unet(x, t.expand(x.shape[0])).sample
+        eps = unet(x, t.to(x.device).expand(x.shape[0])).sample
         x = scheduler.step(eps, int(t), x, generator=generator).prev_sample
     return x
 
@@ -252,7 +252,7 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         model.load_state_dict(state['model'])
         ema.load_state_dict(state['ema'])
         opt.load_state_dict(state['opt'])
-        gen.set_state(state['rng'])
+        gen.set_state(state['rng'].cpu())     # map_location moved it to the training device
         step = state['step']
         _log(outdir, f'Resumed from {ckpt_path} at step {step}.')
     else:

@@ -12,6 +12,7 @@ import dataclasses
 import os
 import shlex
 import sys
+import warnings
 
 import click
 import numpy as np
@@ -188,7 +189,9 @@ def frechet_distance(a, b):
     """Frechet distance between Gaussians fitted to feature sets a [N, D] and b [M, D]."""
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root, _ = scipy.linalg.sqrtm(cov_a @ cov_b, disp=False)
+    with warnings.catch_warnings():     # a singular product is expected for collapsed fakes (newer SciPy has no `disp`)
+        warnings.simplefilter('ignore', scipy.linalg.LinAlgWarning)
+        root = scipy.linalg.sqrtm(cov_a @ cov_b)
     return float(np.square(mu_a - mu_b).sum() + np.trace(cov_a + cov_b - 2 * np.real(root)))
 
 #----------------------------------------------------------------------------

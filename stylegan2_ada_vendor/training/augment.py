@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from torch_utils import misc
 from torch_utils import persistence
+from torch_utils.ops import grid_sample_gradfix
 
 #----------------------------------------------------------------------------
 # Pipelines of `train.py --augpipe`: strengths (probability multipliers) of each transform.
@@ -253,7 +254,7 @@ def affine_resample(images, matrices):
     ys = (torch.arange(2 * h + 2 * extra, device=images.device) - extra + 0.5) / 2
     sx, sy = _source_coords(matrices.to(torch.float32), xs, ys, h, w)
     grid = torch.stack([sx * (2 / w) - 1, sy * (2 / h) - 1], dim=-1).to(images.dtype)
-    x = F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)
+    x = grid_sample_gradfix.grid_sample(x, grid, padding_mode='reflection')     # differentiable twice on CUDA too (R1)
 
     x = downsample2x(x, f)
     misc.assert_shape(x, [n, c, h, w])
