@@ -63,10 +63,8 @@ def displacement(base, moved):
 @click.option('--models-dir', default=dg.MODELS_DIR)
 @click.option('--out', default=None, help='Output path without extension [default: results/paper/shift_consistency, with --wrap shift_consistency_wrap]')
 @click.option('--wrap', is_flag=True, help='Compare with G(0) rolled by d (wrap-around), over the whole image')
-@click.option('--noise', 'noise_mode', type=click.Choice(['const', 'none']), default='const', show_default=True,
-              help="G's noise inputs: its fixed noise maps, or none (per-pixel noise cannot move by a fraction of a pixel)")
 @dg.margin_option
-def main(max_shift, step, num, seed, models_dir, out, wrap, noise_mode, margin):
+def main(max_shift, step, num, seed, models_dir, out, wrap, margin):
     if out is None:
         out = dg.out_path('shift_consistency_wrap' if wrap else 'shift_consistency')
     torch.manual_seed(seed)
@@ -78,11 +76,11 @@ def main(max_shift, step, num, seed, models_dir, out, wrap, noise_mode, margin):
         R = G.img_resolution
         shifts = np.arange(0, (max_shift if max_shift is not None else R / 2) + 1e-9, step)
         ws = dg.latents(G, num, seed=seed)
-        base = dg.render(G, ws, noise_mode=noise_mode, margin=margin)
+        base = dg.render(G, ws, noise_mode='const', margin=margin)
         base_class = dg.classify(classifier, base)[0]
         rows = []
         for d in shifts:
-            moved = dg.render(G, ws, dg.shifted_canvas(G, -d, -d), noise_mode=noise_mode, margin=margin)
+            moved = dg.render(G, ws, dg.shifted_canvas(G, -d, -d), noise_mode='const', margin=margin)
             if wrap:
                 ref, mask = dg.roll_image(base, d, d), None
             else:
@@ -97,7 +95,7 @@ def main(max_shift, step, num, seed, models_dir, out, wrap, noise_mode, margin):
                 class_agreement=float((dg.classify(classifier, moved)[0] == base_class).float().mean()),
             ))
         results[name] = rows
-        big = dg.render(G, ws, dg.Canvas(origin=(-R / 2, -R / 2), size=(2 * R, 2 * R)), noise_mode=noise_mode, margin=margin)
+        big = dg.render(G, ws, dg.Canvas(origin=(-R / 2, -R / 2), size=(2 * R, 2 * R)), noise_mode='const', margin=margin)
         move, ink = displacement(base.cpu(), big.cpu())
         enlarged[name] = dict(moved=move, ink=ink, if_encoding=R / 2, if_border=0.0)
         frac = [r for r in rows if not float(r['shift']).is_integer()]
@@ -110,7 +108,7 @@ def main(max_shift, step, num, seed, models_dir, out, wrap, noise_mode, margin):
 
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out + '.json', 'w') as f:
-        json.dump(dict(num=num, step=step, margin=margin, noise_mode=noise_mode, direction='diagonal, content moved right+down', models=results,
+        json.dump(dict(num=num, step=step, margin=margin, direction='diagonal, content moved right+down', models=results,
                        reference='G(0) rolled by d, whole image' if wrap else 'G(0) translated by d (Lanczos), covered pixels',
                        enlarged=enlarged), f, indent=1)
     plot(results, out + '.png', wrap)
