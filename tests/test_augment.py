@@ -299,3 +299,35 @@ def test_adaptive_p_takes_a_mean_sign_and_ignores_missing_stats():
     assert ada.update(float('nan')) == p  # no reports in this interval
     assert ada.update() == p
     assert ada.update(0.1) < p
+
+
+@pytest.mark.parametrize('padding_mode', ['zeros', 'border', 'reflection'])
+def test_grid_sample_gradfix_matches_pytorch_to_the_second_derivative(padding_mode):
+    # torch_utils.ops.grid_sample_gradfix supplies the second derivative that CUDA's grid_sample lacks;
+    # on the CPU, PyTorch's own double backward is the reference.
+    from torch_utils.ops import grid_sample_gradfix
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn([2, 3, 8, 8], dtype=torch.float64, generator=gen).requires_grad_(True)
+    grid = torch.rand([2, 6, 5, 2], dtype=torch.float64, generator=gen) * 2.4 - 1.2      # partly outside the image
+    weight = torch.randn([3, 6, 5], dtype=torch.float64, generator=gen)
+    results = []
+    for sample in (lambda a: grid_sample_gradfix.grid_sample(a, grid, padding_mode=padding_mode),
+                   lambda a: torch.nn.functional.grid_sample(a, grid, mode='bilinear', padding_mode=padding_mode, align_corners=False)):
+        w = weight.clone().requires_grad_(True)
+        logits = (sample(x) * w).sum(dim=[1, 2, 3]) ** 2
+        grads, = torch.autograd.grad(logits.sum(), x, create_graph=True)
+        grads.square().sum().backward()
+        results.append((logits.detach(), grads.detach(), w.grad))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradgradcheck(lambda a: grid_sample_gradfix.grid_sample(a, grid, padding_mode=padding_mode), (x,))
+
+
+def test_grid_sample_gradfix_refuses_to_differentiate_the_grid_twice():
+    from torch_utils.ops import grid_sample_gradfix
+    x = torch.randn([1, 1, 4, 4], requires_grad=True)
+    grid = (torch.rand([1, 3, 3, 2]) * 2 - 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda g: grid_sample_gradfix.grid_sample(x.detach().double(), g), (grid.detach().double().requires_grad_(True),))
+    first, = torch.autograd.grad(grid_sample_gradfix.grid_sample(x, grid).square().sum(), grid, create_graph=True)
+    with pytest.raises(NotImplementedError, match='sampling grid must be a constant'):
+        first.sum().backward()

@@ -154,7 +154,10 @@ def main(paths, data, num, classifier, json_path, note, every, net):
             raise click.ClickException(f'{path} holds no {net}; score G_ema (--net=G_ema).')
         G = snapshot[net].eval().requires_grad_(False).to(device)
         ws = dg.latents(G, num, seed=0)
-        rows[path] = verdict(dg.render(G, ws), clf, real_feats, dg.requested_classes(G, num, seed=0))
+        requested = dg.requested_classes(G, num, seed=0)
+        if G.c_dim not in (0, 10):
+            requested = None    # labels that are not digits (a self-conditioned G's clusters): scored as unconditional
+        rows[path] = verdict(dg.render(G, ws), clf, real_feats, requested)
         rows[path]['style_spread'] = style_spread(G, ws)
         if G.c_dim > 0 and snapshot.get('D') is not None:
             rows[path]['d_label_preference'] = d_label_preference(snapshot['D'].eval().requires_grad_(False).to(device), data, num)
