@@ -513,3 +513,34 @@ def test_d_label_preference_tells_a_label_aware_discriminator_from_one_that_igno
         zf.writestr('00000/img00000000.png', zipfile.ZipFile(data).read('00000/img00000000.png'))
     with pytest.raises(SystemExit, match='has no labels'):
         digit_diversity.d_label_preference(Reader(1), str(tmp_path / 'plain.zip'), 1)
+
+def test_cluster_labels_group_digits_by_shape_not_colour_and_keep_the_images(tmp_path):
+    """The labels of a self-conditioned GAN: k-means of colour-blind shapes. Two shapes in many
+    colours give two clusters that follow the shape; the images are copied byte for byte."""
+    from scripts.experiments import cluster_labels
+    rnd = np.random.RandomState(0)
+    images, shapes = [], []
+    for i in range(16):
+        img = np.zeros([16, 16, 3], dtype=np.uint8)
+        colour = rnd.randint(60, 255, size=3)
+        if i % 2:
+            img[2:14, 6:9] = colour      # a vertical bar
+        else:
+            img[6:9, 2:14] = colour      # a horizontal bar
+        images.append(img)
+        shapes.append(i % 2)
+    data = write_zip(tmp_path / 'bars.zip', images, [0] * 16)
+    dest = tmp_path / 'bars-k2.zip'
+    result = CliRunner().invoke(cluster_labels.main, ['--data', data, '--k', '2', '--dest', str(dest)])
+    assert result.exit_code == 0, result.output
+    assert '2 clusters of 16 images: sizes 8..8' in result.output
+    with zipfile.ZipFile(data) as src, zipfile.ZipFile(dest) as out:
+        names = sorted(n for n in src.namelist() if n.endswith('.png'))
+        assert all(src.read(n) == out.read(n) for n in names)
+        labels = dict(json.loads(out.read('dataset.json'))['labels'])
+    clusters = [labels[n] for n in names]
+    assert len(set(clusters)) == 2 and all((c == clusters[0]) == (s == shapes[0]) for c, s in zip(clusters, shapes))
+    again = CliRunner().invoke(cluster_labels.main, ['--data', data, '--k', '2', '--dest', str(dest)])
+    assert again.exit_code != 0 and 'exists already' in again.output
+    too_many = CliRunner().invoke(cluster_labels.main, ['--data', data, '--k', '17', '--dest', str(tmp_path / 'x.zip')])
+    assert too_many.exit_code != 0 and 'more than the 16 images' in too_many.output
