@@ -660,7 +660,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
             desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
             if pe_resize is not None or pe_margin or pe_translate:
                 # A canvas of another size every step: cuDNN would benchmark every new shape again (on an
-                # H200 the first 4 kimg of such runs took 5-11x as long as later ones), so leave it off.
+                # H200 the first ticks of such runs were several times slower than later ones), so leave it off.
                 args.cudnn_benchmark = False
         args.compile_mode = config_kwargs.get('compile_mode', 'auto')
         if config_kwargs.get('cpu_bf16'):
