@@ -48,6 +48,16 @@ def configure_loss(loss_kwargs, pe_translate=None):
                        inner_class_name=inner.pop('class_name'), **inner)
     return loss_kwargs
 
+def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None):
+    """The host's training-loop options (args, the EasyDict train.py builds) that the plugin's
+    generator needs, in place. With random canvases (random resizing, margins or translation) the
+    shapes change every step, and cuDNN benchmarking (upstream's default on CUDA) would benchmark
+    every new shape again, so it is switched off; on an H200 the first ticks of such runs were
+    several times slower with it (results/NOTES.md). Other runs are left alone."""
+    if pe_resize is not None or pe_margin or pe_translate:
+        args['cudnn_benchmark'] = False
+    return args
+
 def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None):
     """Suffix for the run folder name: '-mspe', '-mspe-rs0.5-2-m8-padnone', or '' for the plain host."""
     if pe is None:

@@ -13,11 +13,11 @@ This module is the one name hosts import; the code lives by concern in
   convert.py     loaded generators: device, canvas rendering, conversion of plain generators.
 """
 
-from mspe_plugin.configure import GENERATOR_CLASS, configure_generator, configure_loss, run_desc_suffix
+from mspe_plugin.configure import GENERATOR_CLASS, configure_generator, configure_loss, configure_training, run_desc_suffix
 from mspe_plugin.convert import check_canvas_support, default_device, synthesis_kwargs, with_canvas_support
 from mspe_plugin.options import (CFG_NAMES, CFG_RECIPES, PE_CHOICES, canvas_from_options, canvas_options, parse_pe_resize,
                                  parse_translate_strip, resolve_cfg, split_cfg, strip_canvases, translate_strip_option)
 
 __all__ = ['CFG_NAMES', 'CFG_RECIPES', 'GENERATOR_CLASS', 'PE_CHOICES', 'canvas_from_options', 'canvas_options', 'check_canvas_support',
-           'configure_generator', 'configure_loss', 'default_device', 'parse_pe_resize', 'parse_translate_strip', 'resolve_cfg',
+           'configure_generator', 'configure_loss', 'configure_training', 'default_device', 'parse_pe_resize', 'parse_translate_strip', 'resolve_cfg',
            'run_desc_suffix', 'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support']

@@ -658,10 +658,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, **pe_flags)
             plugin.configure_loss(args.loss_kwargs, pe_translate)
             desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
-            if pe_resize is not None or pe_margin or pe_translate:
-                # A canvas of another size every step: cuDNN would benchmark every new shape again (on an
-                # H200 the first ticks of such runs were several times slower than later ones), so leave it off.
-                args.cudnn_benchmark = False
+            plugin.configure_training(args, pe_resize, **pe_flags)     # e.g. no cuDNN benchmarking of random canvases
         args.compile_mode = config_kwargs.get('compile_mode', 'auto')
         if config_kwargs.get('cpu_bf16'):
             from training import compiled

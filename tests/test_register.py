@@ -30,6 +30,12 @@ def test_cfg_mspe_is_the_border_recipe_and_explicit_flags_win():
     G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert G.synthesis.pe == 'mspe' and G.synthesis.pe_resize == (0.75, 1.5) and G.synthesis.pe_margin == 8
 
+def test_configure_training_switches_cudnn_benchmarking_off_for_random_canvases():
+    for flags in (dict(pe_resize=(0.75, 1.5)), dict(pe_margin=8), dict(pe_translate=4)):
+        assert register.configure_training(dnnlib.EasyDict(cudnn_benchmark=True), **flags).cudnn_benchmark is False
+    for flags in (dict(), dict(pe_margin=0, pe_padding='none')):
+        assert register.configure_training(dnnlib.EasyDict(cudnn_benchmark=True), **flags).cudnn_benchmark is True
+
 def test_configure_generator_builds_the_plugin_generator():
     kwargs = register.configure_generator(host_G_kwargs(), 'mspe', register.parse_pe_resize('0.5,2'))
     assert kwargs.class_name == 'mspe_plugin.networks.Generator'
