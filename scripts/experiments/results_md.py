@@ -369,9 +369,11 @@ def border_models(prefix='paper/wide_'):
             'results/paper/wide_eqt_m8.json` and `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
             '--models-dir results/models/wide --out results/paper/wide_shift_consistency_wrap_m8`:\n\n' +
             _border_rows(models_d, *m))
-    sweep = [(n, load(f'{prefix}shift_consistency_wrap_m{n}_pair.json')) for n in (4, 8, 12, 16)]
-    sweep = [(n, w if w is not None else (m[2] if n == 8 else None)) for n, w in sweep]
-    sweep = [(n, _rolled_frac(w, 'baseline'), _rolled_frac(w, 'default')) for n, w in sweep if w is not None]
+    sweep = []      # (margin, baseline, default): the pair files, margin 8 from the full set's file
+    for n in (4, 8, 12, 16):
+        w = load(f'{prefix}shift_consistency_wrap_m{n}_pair.json') or (m[2] if n == 8 else None)
+        if w is not None:
+            sweep.append((n, _rolled_frac(w, 'baseline'), _rolled_frac(w, 'default')))
     if len(sweep) > 1:
         fills['margin_text'] += (
             '\n\nThe rolled-shift PSNR at d + 0.5 over inference margins (baseline and default only: '
