@@ -60,6 +60,19 @@ def test_border_recipe_trains_with_augmentation_on_cuda(tmp_path):
     images = G(torch.randn([2, G.z_dim], device='cuda'), torch.zeros([2, G.c_dim], device='cuda'), noise_mode='const')
     assert images.shape == (2, 3, 16, 16) and torch.isfinite(images).all()
 
+def test_a_run_trained_on_cuda_resumes_on_a_machine_without_one(tmp_path):
+    """--resume-run on the CPU continues a GPU run: its optimizer state file holds CPU tensors."""
+    from test_train import make_digits_zip, only_run_dir, read_stats, run_train
+    data = make_digits_zip(tmp_path / 'digits16.zip')
+    flags = (f'--data={data}', '--cfg=mspe', '--cmax=32', '--metrics=none', '--batch=16', '--tick=0.032', '--snap=1', '--aug=noaug')
+    result = run_train(tmp_path / 'runs', *flags, '--kimg=0.032')
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path / 'runs')
+    result = run_train(tmp_path / 'runs', f'--resume-run={run_dir}', '--kimg=0.064', env={'CUDA_VISIBLE_DEVICES': ''})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Adam moments start from zero' not in result.stdout
+    assert read_stats(run_dir)[-1]['Progress/kimg']['mean'] == pytest.approx(0.064)
+
 def test_generate_on_cuda_matches_the_cpu_within_rounding(tmp_path):
     from test_generate import expected_image, read_png, run_cli, tiny_generator, write_snapshot
     G = tiny_generator()

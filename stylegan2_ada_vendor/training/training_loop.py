@@ -455,7 +455,7 @@ def training_loop(
                     # The state file goes first and the previous one last: the newest snapshot always has its state.
                     state_name = f'training-state-{label}.pkl'
                     write_pickle_atomic(dict(cur_nimg=cur_nimg, pl_mean=float(getattr(loss, 'pl_mean', 0.0)),
-                        optimizers={name: opt.state_dict() for name, opt in optimizers.items()}), os.path.join(run_dir, state_name))
+                        optimizers={name: _to_cpu(opt.state_dict()) for name, opt in optimizers.items()}), os.path.join(run_dir, state_name))
                     write_pickle_atomic(snapshot_data, snapshot_pkl)
                     for name in os.listdir(run_dir):
                         if name.startswith('training-state-') and name.endswith('.pkl') and name != state_name:
@@ -525,6 +525,17 @@ def _resume_module(name, src, dst, resume_pkl, skip_mismatch, rank):
                               f'architecture, or pass --resume-skip-mismatch to keep those tensors as initialised.') from None
     if rank == 0:
         print(misc.format_copy_report(f'Resumed {name}', report))
+
+def _to_cpu(obj):
+    """`obj` with every tensor in its dicts and lists moved to the CPU: a run trained on a GPU resumes anywhere
+    (Optimizer.load_state_dict moves the moments to each parameter's device)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {key: _to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(value) for value in obj)
+    return obj
 
 def _restore_training_state(state_path, cur_nimg, optimizers, loss, rank):
     """Load optimizer moments (and the path-length mean) saved with the snapshot at `cur_nimg`."""
