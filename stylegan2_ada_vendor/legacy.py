@@ -300,6 +300,7 @@ NETWORK_CLASSES = {
     'training.networks.DiscriminatorBlock', 'training.networks.DiscriminatorEpilogue',
     'training.networks.MinibatchStdLayer', 'training.augment.AugmentPipe',
     'mspe_plugin.networks.Generator', 'mspe_plugin.networks.SynthesisNetwork',
+    'training.self_conditioning.SelfConditionedGenerator', 'training.self_conditioning.LabelSampler',
 }
 DATA_CLASSES = {'training.dataset.ImageFolderDataset'}     # May appear in training_set_kwargs.
 ENTRY_POINT_GROUP = 'stylegan2_ada.networks'                 # Installed packages may declare networks here.

@@ -8,8 +8,8 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      its newest snapshot, with counters, optimizer state and augment p (DIR=latest:
                      the highest-numbered run in --outdir); --gpus=N without CUDA trains in N CPU
                      processes (torch.distributed, gloo); --cfg=cpu, a small preset for CPU runs;
-  training recipe    --label-ce, --dmap, --dmap-lr (training/loss_labelce.py), the recipe of the
-                     committed digit models;
+  training recipe    --label-ce, --dmap, --dmap-lr (training/loss_labelce.py), --label-groups
+                     (training/label_groups.py), the recipe of the committed digit models;
   MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize
                      (mspe_plugin/register.py).
 """
@@ -88,7 +88,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
                                cbase=None, cmax=None, glr=None, dlr=None, map=None, mbstd_group=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None,
-                               resume_skip_mismatch=False):
+                               resume_skip_mismatch=False, label_groups=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -218,6 +218,13 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--mbstd-group must divide the per-process batch {args.batch_gpu}; got {mbstd_group}.')
         desc += f'-mbstd{mbstd_group}'
         args.D_kwargs.epilogue_kwargs.mbstd_group_size = mbstd_group
+    if label_groups:    # Not upstream: training/label_groups.py.
+        if not cond or info.label_dim < 2:
+            raise click.ClickException('--label-groups=1 groups images by their label: it needs --cond=1 and a dataset with labels of at least two classes.')
+        if args.D_kwargs.epilogue_kwargs.mbstd_group_size < 2:
+            raise click.ClickException('--label-groups=1 acts through the minibatch standard deviation groups of D; use a group size of at least 2 (--mbstd-group).')
+        desc += '-lgroups'
+        args.label_groups = True
 
     _setup_augmentation(args, aug, p, target, augpipe)
     desc += args.pop('aug_desc')
@@ -607,6 +614,7 @@ def parse_comma_list(text):
 @click.option('--label-ce', help="Conditional models: weight of the label cross-entropy through D's projection [default: 0]", type=float, metavar='FLOAT')
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 @click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
+@click.option('--label-groups', help="Conditional models: every minibatch-std group of D holds one label, reals and fakes alike [default: false]", type=bool, metavar='BOOL')
 # Not upstream: an InfoGAN latent code against mode collapse (training/latent_code.py).
 @click.option('--code', help='Weight of a latent code that the shapes of fakes must reveal [default: 0]', type=float, metavar='FLOAT')
 @click.option('--code-dims', help='The code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
@@ -651,7 +659,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch', 'label_groups']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):

@@ -21,6 +21,12 @@ scripts/experiments/digit_classifier.py:
                  the std of each style channel across the fakes' ws over its mean |style|,
                  averaged over channels and layers (0.77 for the digit models at initialisation; near 0 = the
                  synthesis network draws the same shape for every latent);
+  latent_spread  for a conditional G whose labels --data holds: how much the latent alone changes
+                 the image. For 20 labels spread over the label range, 8 fakes each (seeds' latents,
+                 the label fixed), the per-pixel std across those fakes, averaged over pixels and
+                 labels, over the same for 8 real images of each label: 1 = as varied as the data
+                 within a label, 0 = one image per label whatever the latent (null when --data has
+                 no labels of G's size);
   d_label_preference  for a full snapshot of a conditional model: the share of real images that
                  its D scores higher with their own label than with a wrong one (0.5 = D ignores
                  the label, so nothing makes G draw the digit it is asked for).
@@ -110,6 +116,32 @@ def style_spread(G, ws):
     return sum(spreads) / len(spreads)
 
 @torch.no_grad()
+def latent_spread(G, data, num_labels=20, per_label=8, seed=0):
+    """The latent_spread of the module docstring (None when dataset `data` has no labels of G's size)."""
+    from training.dataset import DatasetError, ImageFolderDataset
+    try:
+        ds = ImageFolderDataset(data, use_labels=True)
+        if ds.label_dim != G.c_dim:
+            return None
+        labels = np.array([int(np.argmax(ds.get_label(i))) for i in range(len(ds))])
+    except DatasetError:
+        return None
+    device = next(G.parameters()).device
+    rnd = np.random.RandomState(seed)
+    fake_std, real_std = [], []
+    for k in np.unique(np.linspace(0, G.c_dim - 1, num_labels).round().astype(int)):
+        members = np.flatnonzero(labels == k)
+        if members.size < 2:
+            continue
+        z = torch.from_numpy(np.stack([np.random.RandomState(seed + i).randn(G.z_dim) for i in range(per_label)])).float().to(device)
+        c = torch.nn.functional.one_hot(torch.full([per_label], int(k)), G.c_dim).float().to(device)
+        fake_std.append(float(dg.render(G, G.mapping(z, c)).std(dim=0).mean()))
+        picked = rnd.choice(members, size=min(per_label, members.size), replace=False)
+        reals = torch.from_numpy(np.stack([ds[int(i)][0] for i in picked])).float() / 127.5 - 1
+        real_std.append(float(reals.std(dim=0).mean()))
+    return float(np.mean(fake_std) / np.mean(real_std)) if real_std else None
+
+@torch.no_grad()
 def d_label_preference(D, data, num, seed=0):
     """The d_label_preference of the module docstring: `num` real images of dataset `data` (its
     dataset.json labels), each scored with its label and with a random other one."""
@@ -159,11 +191,14 @@ def main(paths, data, num, classifier, json_path, note, every, net):
             requested = None    # labels that are not digits (a self-conditioned G's clusters): scored as unconditional
         rows[path] = verdict(dg.render(G, ws), clf, real_feats, requested)
         rows[path]['style_spread'] = style_spread(G, ws)
+        if G.c_dim > 0:
+            rows[path]['latent_spread'] = latent_spread(G, data)
         if G.c_dim > 0 and snapshot.get('D') is not None:
             rows[path]['d_label_preference'] = d_label_preference(snapshot['D'].eval().requires_grad_(False).to(device), data, num)
     for path, r in rows.items():
         agree = '' if r['label_agreement'] is None else f'  label_agreement {r["label_agreement"]:.3f}'
         agree += f'  style_spread {r["style_spread"]:.3f}' if 'style_spread' in r else ''
+        agree += f'  latent_spread {r["latent_spread"]:.3f}' if r.get('latent_spread') is not None else ''
         agree += f'  d_label_preference {r["d_label_preference"]:.3f}' if 'd_label_preference' in r else ''
         print(f'{path}: classes {r["classes"]:.2f}  confident {r["confident"]:.3f}  classes_confident {r["classes_confident"]:.2f}  '
               f'frechet {r["frechet"]:.1f}  pixel_std {r["pixel_std"]:.3f}  shape_std {r["shape_std"]:.3f}' + agree)

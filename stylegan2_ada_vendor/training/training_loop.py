@@ -178,6 +178,7 @@ def training_loop(
     progress_fn             = None,     # Callable(cur_kimg, total_kimg) after every tick.
     compile_mode            = 'off',    # Not upstream: 'auto', 'on' or 'off' (training/compiled.py).
     cpu_bf16                = False,    # Not upstream: FP16 blocks of G and D in bfloat16 on CPU (training/compiled.py).
+    label_groups            = False,    # Not upstream: minibatch-std groups share a label (training/label_groups.py).
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
@@ -238,6 +239,11 @@ def training_loop(
 
     # Data loader (each process sees every num_gpus-th image; reshuffled when a run resumes).
     sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=(random_seed + cur_nimg) % 2**31)
+    if label_groups:
+        from training import label_groups as lg
+        mbstd_group = lg.group_size(D_kwargs, batch_gpu)
+        sampler = lg.LabelGroupSampler(training_set, round_size=batch_gpu, group_size=mbstd_group, rank=rank,
+                                       num_replicas=num_gpus, seed=(random_seed + cur_nimg) % 2**31)
     loader_kwargs = dict(data_loader_kwargs)
     if device.type != 'cuda':
         loader_kwargs['pin_memory'] = False
@@ -363,8 +369,11 @@ def training_loop(
                 gen_per_phase = batch_size // num_gpus
                 all_gen_z = torch.randn([len(phases) * gen_per_phase, G.z_dim], device=device)
                 all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(gen_per_phase)]
-                all_gen_c = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * gen_per_phase)]
-                all_gen_c = torch.from_numpy(np.stack(all_gen_c)).to(device)
+                if label_groups:
+                    all_gen_c = lg.grouped_labels(training_set, len(phases) * gen_per_phase, batch_gpu, mbstd_group)
+                else:
+                    all_gen_c = np.stack([training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * gen_per_phase)])
+                all_gen_c = torch.from_numpy(all_gen_c).to(device)
                 all_gen_c = [phase_gen_c.split(batch_gpu) for phase_gen_c in all_gen_c.split(gen_per_phase)]
 
             # Run the phases due at this step.
