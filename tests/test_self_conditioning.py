@@ -95,3 +95,23 @@ def test_self_condition_cli_writes_an_unconditional_pickle_that_generate_renders
                             capture_output=True, text=True)
     assert result.returncode != 0 and 'holds no conditional G_ema' in result.stderr
     assert not os.path.exists(tmp_path / 'x.pkl')
+
+def test_collect_digit_models_keeps_a_cluster_run_as_an_unconditional_model(tmp_path, monkeypatch):
+    """train_digits.sh SELF_COND=1: the collected G_ema takes no label; models.json gives the line that trains it."""
+    from scripts.experiments import collect_digit_models as cdm
+    data = make_digits_zip(tmp_path / 'digits8.zip', count=40, resolution=8, with_labels=True)
+    set_kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=40, xflip=False, resolution=8)
+    run_dir = tmp_path / 'runs' / 'mspe' / '00000-k'
+    run_dir.mkdir(parents=True)
+    (run_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={}, label_groups=True,
+                                                                   training_set_kwargs=set_kwargs)))
+    G = tiny_conditional(c_dim=10)
+    with open(run_dir / 'network-snapshot-000004.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=G, training_set_kwargs=set_kwargs, progress=dict(cur_nimg=4000)), f)
+    cdm.main(['mspe'], runs_dir=str(tmp_path / 'runs'), out=str(tmp_path / 'models'), self_cond=True)
+    with open(tmp_path / 'models' / 'mspe.pkl', 'rb') as f:
+        out = legacy.load_network_pkl(f)
+    assert out['G_ema'].c_dim == 0 and out['G_ema'].label_dim == 10 and len(out['label_prior']) == 10
+    record = json.load(open(tmp_path / 'models' / 'models.json'))
+    assert record['models']['mspe']['self_conditioned'] is True
+    assert 'SELF_COND=1' in record['command'] and '--label-groups=1' in record['command']

@@ -12,6 +12,7 @@ exact training options).
                                                                        # (one common length for all models)
     python -m scripts.experiments.collect_digit_models --runs=runs/digits-cond   # runs of COND=1 train_digits.sh
     python -m scripts.experiments.collect_digit_models --runs=runs/cond --out=results/models/wide   # another model set
+    python -m scripts.experiments.collect_digit_models --self-cond ...   # runs on cluster labels: G_ema unconditional
 """
 
 import json
@@ -52,7 +53,7 @@ def at_kimg(run_dir, kimg):
             return os.path.join(run_dir, name)
     return None
 
-def collect(name, kimg=None, runs_dir=None, out=None):
+def collect(name, kimg=None, runs_dir=None, out=None, self_cond=False):
     out_dir = out or OUT
     outdir = os.path.join(runs_dir or RUNS, name)
     runs = sorted(d for d in os.listdir(outdir) if os.path.isfile(os.path.join(outdir, d, 'training_options.json'))) if os.path.isdir(outdir) else []
@@ -69,9 +70,15 @@ def collect(name, kimg=None, runs_dir=None, out=None):
     os.makedirs(out_dir, exist_ok=True)
     dest = os.path.join(out_dir, f'{name}.pkl')
     tmp = dest + '.tmp'
+    entries = dict(G_ema=data['G_ema'], training_set_kwargs=data['training_set_kwargs'], progress=data.get('progress'))
+    if self_cond:    # a G trained on cluster labels, kept as the unconditional model it stands for
+        import dnnlib
+        from training.self_conditioning import label_prior, self_conditioned
+        set_kwargs = dict(data['training_set_kwargs'], use_labels=True, xflip=False, max_size=None)
+        entries['label_prior'] = label_prior(dnnlib.util.construct_class_by_name(**set_kwargs))
+        entries['G_ema'] = self_conditioned(data['G_ema'], entries['label_prior'])
     with open(tmp, 'wb') as f:
-        pickle.dump(dict(G_ema=data['G_ema'], training_set_kwargs=data['training_set_kwargs'],
-                         progress=data.get('progress')), f)
+        pickle.dump(entries, f)
     os.replace(tmp, dest)
     label = SNAPSHOT_RE.match(os.path.basename(snapshot)).group(1)
     fakes = os.path.join(run_dir, f'fakes{label}.png')
@@ -87,7 +94,7 @@ def collect(name, kimg=None, runs_dir=None, out=None):
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'),
                 glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'),
                 extra_flags=extra_flags(options), data=data_path(options),
-                snap_ticks=options.get('network_snapshot_ticks'))
+                snap_ticks=options.get('network_snapshot_ticks'), self_conditioned=bool(self_cond))
 
 def data_path(options):
     """The run's training data, relative to the repository where it lies inside it."""
@@ -110,6 +117,8 @@ def extra_flags(options):
         flags.append(f'--dmap={mapping["num_layers"]}')
     if 'lr_multiplier' in mapping:
         flags.append(f'--dmap-lr={mapping["lr_multiplier"]:g}')
+    if options.get('label_groups'):
+        flags.append('--label-groups=1')
     if options.get('compile_mode') not in (None, 'auto'):
         flags.append(f'--compile={options["compile_mode"]}')
     if options.get('cpu_bf16'):
@@ -152,6 +161,8 @@ def train_command(models, cond, runs_dir, lr, extra='', out=None):
         words.append(f'SNAP_TICKS={snaps.pop()}')
     if cond:
         words.append('COND=1')
+    if models and all(m.get('self_conditioned') for m in models):
+        words.append('SELF_COND=1')
     if lr is not None and lr != PRESET_LR:
         words.append(f'LR={lr:g}')
     kimgs = {round(m['kimg']) for m in models}
@@ -161,7 +172,7 @@ def train_command(models, cond, runs_dir, lr, extra='', out=None):
         words.append(f'EXTRA="{extra}"')
     return ' '.join(words + ['bash scripts/experiments/train_digits.sh'])
 
-def main(names, kimg=None, runs_dir=None, out=None):
+def main(names, kimg=None, runs_dir=None, out=None, self_cond=False):
     runs_dir = runs_dir or RUNS
     out_dir = out or OUT
     if not names:
@@ -171,7 +182,7 @@ def main(names, kimg=None, runs_dir=None, out=None):
     path = os.path.join(out_dir, 'models.json')
     record = json.load(open(path)) if os.path.isfile(path) else dict(models={})
     for name in names:
-        info = collect(name, kimg, runs_dir, out_dir)
+        info = collect(name, kimg, runs_dir, out_dir, self_cond)
         if info is not None:
             record['models'][name] = info
     conditional = [m.get('conditional', False) for m in record['models'].values()]
@@ -208,9 +219,10 @@ def main(names, kimg=None, runs_dir=None, out=None):
 @click.option('--kimg', type=float, default=None, help='Take the snapshot at this kimg, not the newest')
 @click.option('--runs', 'runs_dir', default=None, help='The folder of the runs [default: runs/digits]')
 @click.option('--out', default=None, help='Where the pickles and models.json go [default: results/models]')
-def cli(names, kimg, runs_dir, out):
+@click.option('--self-cond', is_flag=True, help='Runs trained on cluster labels: keep G_ema as an unconditional generator (training/self_conditioning.py)')
+def cli(names, kimg, runs_dir, out, self_cond):
     """Copy the digit runs' snapshots into results/models/ (default: every run in --runs)."""
-    main(list(names), kimg, runs_dir, out)
+    main(list(names), kimg, runs_dir, out, self_cond)
 
 if __name__ == '__main__':
     cli()  # pylint: disable=no-value-for-parameter

@@ -50,6 +50,8 @@ MODELS=${MODELS:-results/models} # where collect_digit_models.py puts the G_ema 
 CFG=${CFG:-cpu}                  # base config of train.py (cpu: the committed models)
 COND=${COND:-0}                  # 1: condition G and D on the digit's label (dataset.json)
 LR=${LR:-}                       # learning rate of G and D (--glr/--dlr); empty: the preset's 0.0025
+SELF_COND=${SELF_COND:-0}        # 1: DATA's labels are shape clusters (cluster_labels.py); the collected G_ema is
+                                 # unconditional (it draws the cluster from its latent, training/self_conditioning.py)
 EXTRA=${EXTRA:-}                 # more train.py flags for a new run, e.g. EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1"
 MNIST=${MNIST:-tests/data/mnist/t10k-images-idx3-ubyte.gz}    # the digits DATA is built from when missing
 DATA=${DATA:-datasets/mnist-ul32.zip}
@@ -97,5 +99,7 @@ for name in "${NAMES[@]}"; do
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
             --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS
     fi
-    python -m scripts.experiments.collect_digit_models --runs="$RUNS" --out="$MODELS" "$name"    # G_ema-only copy, its fakes, models.json
+    if [ "$SELF_COND" = 1 ]; then SELF_FLAG=--self-cond; else SELF_FLAG=; fi
+    # shellcheck disable=SC2086
+    python -m scripts.experiments.collect_digit_models --runs="$RUNS" --out="$MODELS" $SELF_FLAG "$name"    # G_ema-only copy, its fakes, models.json
 done
