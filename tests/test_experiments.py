@@ -544,3 +544,17 @@ def test_cluster_labels_group_digits_by_shape_not_colour_and_keep_the_images(tmp
     assert again.exit_code != 0 and 'exists already' in again.output
     too_many = CliRunner().invoke(cluster_labels.main, ['--data', data, '--k', '17', '--dest', str(tmp_path / 'x.zip')])
     assert too_many.exit_code != 0 and 'more than the 16 images' in too_many.output
+
+def test_class_grid_puts_each_confident_fake_in_the_row_of_its_digit(tmp_path, monkeypatch):
+    from scripts.experiments import class_grid
+    G = tiny_G('mspe', resolution=16)
+    images = dm.render(G, dm.latents(G, 30, seed=0))
+    # A classifier stand-in: fake i reads as digit i % 10, sure except for the fakes 20..29.
+    labels = torch.arange(30) % 10
+    probs = torch.nn.functional.one_hot(labels, 10).float() * torch.where(torch.arange(30) < 20, 1.0, 0.5)[:, None]
+    monkeypatch.setattr(class_grid.dg, 'classify', lambda clf, imgs: (labels, probs))
+    rows, counts = class_grid.rows_by_class(G, None, 30, per_row=5)
+    assert counts == [2] * 10
+    pixels = dm.to_uint8(images)
+    for digit, row in enumerate(rows):
+        assert len(row) == 2 and all((im == pixels[i]).all() for im, i in zip(row, (digit, digit + 10)))
