@@ -87,7 +87,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
-                               cbase=None, cmax=None, glr=None, dlr=None, map=None, mbstd_group=None, label_ce=None, dmap=None, dmap_lr=None, code=None, code_dims=None,
+                               cbase=None, cmax=None, glr=None, dlr=None, map=None, mbstd_group=None, label_ce=None, dmap=None, dmap_lr=None,
                                resume_skip_mismatch=False, label_groups=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
@@ -198,7 +198,6 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
         args.total_kimg = kimg
     desc += _setup_stylegan3_overrides(args, cbase, cmax, glr, dlr, map)
     desc += _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr)
-    desc += _setup_latent_code(args, code, code_dims)
     if tick is not None:
         if tick <= 0:
             raise click.ClickException(f'--tick must be positive; got {tick}.')
@@ -331,30 +330,6 @@ def _setup_label_ce_recipe(args, info, cond, label_ce, dmap, dmap_lr):
         args.loss_kwargs.label_ce_weight = label_ce
     return desc
 
-def _setup_latent_code(args, code, code_dims):
-    """Not upstream: --code selects training/latent_code.py (an InfoGAN code that the shapes of
-    fakes must reveal: D gains a code head Q, the loss a code term); --code-dims its size.
-    :return: the run-description part."""
-    if code_dims is not None and not code:
-        raise click.ClickException('--code-dims shapes the latent code of --code; add --code=WEIGHT or drop --code-dims.')
-    if not code:
-        return ''
-    if code < 0:
-        raise click.ClickException(f'--code must be non-negative; got {code}.')
-    try:
-        num_cat, num_cont = (int(v) for v in (code_dims or '10,2').split(','))
-    except ValueError:
-        raise click.ClickException(f'--code-dims takes CAT,CONT (categories, continuous factors) such as 10,2; got {code_dims!r}.')
-    if num_cat < 0 or num_cont < 0 or num_cat == 1 or num_cat + num_cont == 0 or num_cat + num_cont > args.G_kwargs.z_dim:
-        raise click.ClickException(f'--code-dims needs CAT = 0 or >= 2, CONT >= 0 and 0 < CAT + CONT <= z_dim; got {code_dims!r}.')
-    if args.loss_kwargs.class_name != 'training.loss.StyleGAN2Loss':
-        raise click.ClickException('--code and --label-ce select different losses; use one of them.')
-    args.D_kwargs.class_name = 'training.latent_code.Discriminator'
-    args.D_kwargs.code_kwargs = dnnlib.EasyDict(num_cat=num_cat, num_cont=num_cont)
-    args.loss_kwargs.class_name = 'training.latent_code.LatentCodeLoss'
-    args.loss_kwargs.code_weight = code
-    return f'-code{code:g}'
-
 def _setup_augmentation(args, aug, p, target, augpipe):
     """Fill args with the --aug/--p/--target/--augpipe choices; args.aug_desc gets the name part."""
     desc = ''
@@ -439,11 +414,13 @@ def trim_stats(stats_path, max_kimg):
 def _upgrade_recipe_kwargs(args, run_dir):
     """Runs started before the label cross-entropy had a loss class of its own name it as a
     StyleGAN2Loss argument: move it to LabelCELoss. Runs that used the removed anti-collapse
-    terms (--div, --mismatch, --pack) cannot continue here."""
+    terms (--div, --mismatch, --pack, --code) cannot continue here."""
     loss_kwargs = args.get('loss_kwargs', {})
     removed = [flag for key, flag in (('div_weight', '--div'), ('mismatch_weight', '--mismatch')) if loss_kwargs.pop(key, 0)]
     if args.get('D_kwargs', {}).pop('pack', 1) != 1:
         removed.append('--pack')
+    if loss_kwargs.get('class_name') == 'training.latent_code.LatentCodeLoss':
+        removed.append('--code')
     if removed:
         raise click.ClickException(f'--resume-run: {run_dir} was trained with {", ".join(removed)}, which this version no longer has; '
                                    'continue it with the commit that trained it (git history).')
@@ -615,9 +592,6 @@ def parse_comma_list(text):
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 @click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
 @click.option('--label-groups', help="Conditional models: every minibatch-std group of D holds one label, reals and fakes alike [default: false]", type=bool, metavar='BOOL')
-# Not upstream: an InfoGAN latent code against mode collapse (training/latent_code.py).
-@click.option('--code', help='Weight of a latent code that the shapes of fakes must reveal [default: 0]', type=float, metavar='FLOAT')
-@click.option('--code-dims', help='The code: categories and continuous factors CAT,CONT [default: 10,2]', type=str, metavar='CAT,CONT')
 # MS-PE plugin (mspe_plugin/register.py).
 @click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX, or off (needs mspe_plugin)', type=str, metavar='MIN,MAX')
@@ -659,7 +633,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'code', 'code_dims', 'resume_skip_mismatch', 'label_groups']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
