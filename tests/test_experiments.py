@@ -558,3 +558,19 @@ def test_class_grid_puts_each_confident_fake_in_the_row_of_its_digit(tmp_path, m
     pixels = dm.to_uint8(images)
     for digit, row in enumerate(rows):
         assert len(row) == 2 and all((im == pixels[i]).all() for im, i in zip(row, (digit, digit + 10)))
+
+def test_latent_spread_is_zero_for_a_conditional_g_that_ignores_its_latent(tmp_path):
+    """digit_diversity's latent_spread: a G whose mapping no longer reads z draws one image per label (0);
+    the same G reading z varies within a label; a G without labels of the data's size is not scored."""
+    from scripts.experiments import digit_diversity
+    from test_train import make_digits_zip
+    from mspe_plugin import networks as pe_networks
+    data = make_digits_zip(tmp_path / 'digits16.zip', count=40, resolution=16, with_labels=True)
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=8, c_dim=10, w_dim=8, img_resolution=16, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16, pe='mspe')).eval()
+    assert digit_diversity.latent_spread(G, data, num_labels=4, per_label=4) > 0.01
+    with torch.no_grad():
+        G.mapping.fc0.weight[:, :G.z_dim] = 0     # the first layer's z columns: ws depend on the label alone
+    assert digit_diversity.latent_spread(G, data, num_labels=4, per_label=4) == 0
+    assert digit_diversity.latent_spread(tiny_G('mspe', resolution=16), data) is None
