@@ -119,11 +119,12 @@ def style_spread(G, ws):
 def latent_spread(G, data, num_labels=20, per_label=8, seed=0):
     """The latent_spread of the module docstring (None when dataset `data` has no labels of G's size)."""
     from training.dataset import DatasetError, ImageFolderDataset
+    from training.label_groups import dataset_labels
     try:
         ds = ImageFolderDataset(data, use_labels=True)
         if ds.label_dim != G.c_dim:
             return None
-        labels = np.array([int(np.argmax(ds.get_label(i))) for i in range(len(ds))])
+        labels = dataset_labels(ds)
     except DatasetError:
         return None
     device = next(G.parameters()).device

@@ -115,9 +115,8 @@ def self_conditioned(G, label_prior):
 
 def label_prior(dataset):
     """Frequency of each label among the items of a labelled dataset (training.dataset.Dataset)."""
-    counts = np.zeros(dataset.label_dim, dtype=np.float64)
-    for idx in range(len(dataset)):
-        counts[int(np.argmax(dataset.get_label(idx)))] += 1
+    from training.label_groups import dataset_labels
+    counts = np.bincount(dataset_labels(dataset), minlength=dataset.label_dim).astype(np.float64)
     return (counts / counts.sum()).tolist()
 
 #----------------------------------------------------------------------------
