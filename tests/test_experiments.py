@@ -574,3 +574,36 @@ def test_latent_spread_is_zero_for_a_conditional_g_that_ignores_its_latent(tmp_p
         G.mapping.fc0.weight[:, :G.z_dim] = 0     # the first layer's z columns: ws depend on the label alone
     assert digit_diversity.latent_spread(G, data, num_labels=4, per_label=4) == 0
     assert digit_diversity.latent_spread(tiny_G('mspe', resolution=16), data) is None
+
+def test_diversity_with_a_prior_scores_a_snapshot_as_its_unconditional_pickle(tmp_path):
+    """digit_diversity --prior: a cluster-conditional snapshot reads exactly like the pickle that
+    self_condition.py writes of it (the training progress table of a self-conditioned run), with the
+    conditional G's latent_spread; a prior of the wrong size or without labels is refused."""
+    import pickle
+    from click.testing import CliRunner
+    from scripts.experiments import digit_diversity
+    from test_train import make_digits_zip
+    from mspe_plugin import networks as pe_networks
+    from training.self_conditioning import label_prior, self_conditioned
+    from training.dataset import ImageFolderDataset
+    data = make_digits_zip(tmp_path / 'digits32.zip', count=40, resolution=32, with_labels=True)
+    plain = make_digits_zip(tmp_path / 'plain32.zip', count=8, resolution=32)
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=8, c_dim=10, w_dim=8, img_resolution=32, img_channels=3,
+        mapping_kwargs=dict(num_layers=2), synthesis_kwargs=dict(channel_base=256, channel_max=16, pe='mspe')).eval()
+    with open(tmp_path / 'snap.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=G), f)
+    with open(tmp_path / 'wrapped.pkl', 'wb') as f:
+        pickle.dump(dict(G_ema=self_conditioned(G, label_prior(ImageFolderDataset(data, use_labels=True)))), f)
+    rows = {}
+    for name, extra in (('snap', ['--prior', data]), ('wrapped', [])):
+        out = tmp_path / f'{name}.json'
+        res = CliRunner().invoke(digit_diversity.main, [str(tmp_path / f'{name}.pkl'), '--num=12', '--data', data, '--json', str(out)] + extra)
+        assert res.exit_code == 0, res.output
+        rows[name] = json.loads(out.read_text())['rows'][str(tmp_path / f'{name}.pkl')]
+    spread = rows['snap'].pop('latent_spread')
+    assert spread == digit_diversity.latent_spread(G, data) and spread > 0.01
+    assert rows['snap'] == rows['wrapped'] and rows['snap']['label_agreement'] is None
+    for prior, says in ((plain, 'has no labels'), (make_digits_zip(tmp_path / 'two.zip', count=2, resolution=32, with_labels=True), '--prior')):
+        res = CliRunner().invoke(digit_diversity.main, [str(tmp_path / 'snap.pkl'), '--num=4', '--data', data, '--prior', prior])
+        assert res.exit_code != 0 and says in res.output, res.output

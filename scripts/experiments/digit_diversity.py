@@ -33,9 +33,15 @@ scripts/experiments/digit_classifier.py:
 The first row, 'data', scores other real images in place of the fakes: what a generator that
 draws the data would score.
 
+--prior=DATASET scores every snapshot of a self-conditioned run (a G conditioned on DATASET's cluster
+labels) as the unconditional generator that stylegan2_ada_vendor/self_condition.py makes of it: each
+latent draws its cluster at the frequency DATASET has it; latent_spread is then that of the
+conditional G on DATASET's labels. So the training progress of such a run reads like its final pickle.
+
     python -m scripts.experiments.digit_diversity runs/digits/mspe/00000-...             # every snapshot of a run
     python -m scripts.experiments.digit_diversity runs/digits/mspe/00000-... --every=16  # those at 16, 32, ... kimg
     python -m scripts.experiments.digit_diversity results/models/*.pkl --json results/paper/digit_diversity.json
+    python -m scripts.experiments.digit_diversity runs/final/mspe/00000-... --every=32 --prior=datasets/mnist60k-ul32-k100.zip
 """
 
 import json
@@ -164,6 +170,18 @@ def d_label_preference(D, data, num, seed=0):
     wrong = D(images, torch.nn.functional.one_hot(other, labels.shape[1]).float()).flatten()
     return float((right > wrong).double().mean())
 
+def prior_of(path):
+    """The label prior of a labelled dataset: the frequency of each of its labels."""
+    from training.dataset import DatasetError, ImageFolderDataset
+    from training.self_conditioning import label_prior
+    try:
+        ds = ImageFolderDataset(path, use_labels=True)
+    except DatasetError as err:
+        raise click.ClickException(f'--prior {path}: {err}') from err
+    if not ds.has_labels:
+        raise click.ClickException(f'--prior {path} has no labels: pass the cluster-labelled data the run was trained on.')
+    return label_prior(ds)
+
 @click.command()
 @click.argument('paths', nargs=-1, metavar='SNAPSHOT_OR_RUN...')
 @click.option('--data', default='datasets/mnist-ul32.zip', show_default=True, help='The training dataset (the Frechet reference)')
@@ -173,9 +191,12 @@ def d_label_preference(D, data, num, seed=0):
 @click.option('--note', default='', help='A sentence stored with the rows (what the snapshots are)')
 @click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg')
 @click.option('--net', type=click.Choice(['G_ema', 'G']), default='G_ema', show_default=True, help='Which generator of a snapshot to score (G: the raw, not averaged, weights)')
-def main(paths, data, num, classifier, json_path, note, every, net):
+@click.option('--prior', default=None, help='Cluster-labelled training data of a self-conditioned run: score its snapshots as the unconditional generator (clusters drawn at this data\'s frequencies)')
+def main(paths, data, num, classifier, json_path, note, every, net, prior):
     """The digit classifier's verdict on the fakes of network pickles or run folders."""
+    from training.self_conditioning import self_conditioned
     device = dg.pick_device()
+    prior_path, prior = prior, (None if prior is None else prior_of(prior))
     clf = dg.load_classifier(classifier, device=device)
     real = dg.load_real(data, 2 * num)
     real_feats = dg.features(clf, real[:num]).cpu().double().numpy()
@@ -186,15 +207,21 @@ def main(paths, data, num, classifier, json_path, note, every, net):
         if snapshot.get(net) is None:
             raise click.ClickException(f'{path} holds no {net}; score G_ema (--net=G_ema).')
         G = snapshot[net].eval().requires_grad_(False).to(device)
+        spread = latent_spread(G, data) if G.c_dim > 0 else None
+        if prior is not None:
+            if G.c_dim != len(prior):
+                raise click.ClickException(f'{path}: G has {G.c_dim} labels, --prior {prior_path} {len(prior)}: pass the data the run was trained on.')
+            spread = latent_spread(G, prior_path)
+            G = self_conditioned(G, prior)
         ws = dg.latents(G, num, seed=0)
         requested = dg.requested_classes(G, num, seed=0)
         if G.c_dim not in (0, 10):
             requested = None    # labels that are not digits (a self-conditioned G's clusters): scored as unconditional
         rows[path] = verdict(dg.render(G, ws), clf, real_feats, requested)
         rows[path]['style_spread'] = style_spread(G, ws)
-        if G.c_dim > 0:
-            rows[path]['latent_spread'] = latent_spread(G, data)
-        if G.c_dim > 0 and snapshot.get('D') is not None:
+        if spread is not None or G.c_dim > 0:
+            rows[path]['latent_spread'] = spread
+        if G.c_dim > 0 and snapshot.get('D') is not None and prior is None:
             rows[path]['d_label_preference'] = d_label_preference(snapshot['D'].eval().requires_grad_(False).to(device), data, num)
     for path, r in rows.items():
         agree = '' if r['label_agreement'] is None else f'  label_agreement {r["label_agreement"]:.3f}'
@@ -206,7 +233,7 @@ def main(paths, data, num, classifier, json_path, note, every, net):
     if json_path:
         with open(json_path, 'w') as f:
             json.dump(dict(command=dg.command_line('scripts.experiments.digit_diversity'), num=num, data=data, note=note,
-                           rows=rows), f, indent=1)
+                           prior=prior_path, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()  # pylint: disable=no-value-for-parameter
