@@ -30,7 +30,7 @@
 # The final set (issue "Diverse digits"; unconditional models by self-conditioning on 100 shape clusters of the
 # 60k split, cluster_labels.py, with D's minibatch-std groups holding one cluster, results/NOTES.md):
 #   python -m scripts.experiments.cluster_labels --data=datasets/mnist60k-ul32.zip --k=100 --dest=datasets/mnist60k-ul32-k100.zip
-#   RUNS=runs/final MODELS=results/models COND=1 SELF_COND=1 CFG=auto CBASE=1024 CMAX=128 SNAP_TICKS=4 KIMG=320 \
+#   RUNS=runs/final MODELS=results/models COND=1 SELF_COND=1 CFG=auto CBASE=1024 CMAX=128 SNAP_TICKS=4 KIMG=480 \
 #     DATA=datasets/mnist60k-ul32-k100.zip EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --label-groups=1 --compile=on --cpu-bf16=1" \
 #     bash scripts/experiments/train_digits.sh baseline sspe mspe mspe_rs default
 #
