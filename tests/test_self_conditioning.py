@@ -101,7 +101,7 @@ def test_collect_digit_models_keeps_a_cluster_run_as_an_unconditional_model(tmp_
     from scripts.experiments import collect_digit_models as cdm
     data = make_digits_zip(tmp_path / 'digits8.zip', count=40, resolution=8, with_labels=True)
     set_kwargs = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=True, max_size=40, xflip=False, resolution=8)
-    run_dir = tmp_path / 'runs' / 'mspe' / '00000-k'
+    run_dir = tmp_path / 'runs' / 'mspe' / '00000-digits8-cond-auto-kimg4-mspe'    # train.py's name: <id>-<data>-cond-<cfg>-...
     run_dir.mkdir(parents=True)
     (run_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={}, label_groups=True,
                                                                    training_set_kwargs=set_kwargs)))
@@ -115,3 +115,6 @@ def test_collect_digit_models_keeps_a_cluster_run_as_an_unconditional_model(tmp_
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['mspe']['self_conditioned'] is True
     assert 'SELF_COND=1' in record['command'] and '--label-groups=1' in record['command']
+    assert record['models']['mspe']['cfg'] == 'auto' and 'CFG=auto' in record['command']
+    assert record['settings'].startswith('--cfg=auto ') and 'batch 4' in record['settings']
+    assert 'unconditional' in record['settings'] and 'class-conditional on the MNIST labels' not in record['settings']

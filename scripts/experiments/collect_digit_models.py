@@ -94,7 +94,23 @@ def collect(name, kimg=None, runs_dir=None, out=None, self_cond=False):
                 batch_size=options.get('batch_size'), loss_kwargs=options.get('loss_kwargs'),
                 glr=options.get('G_opt_kwargs', {}).get('lr'), dlr=options.get('D_opt_kwargs', {}).get('lr'),
                 extra_flags=extra_flags(options), data=data_path(options),
-                snap_ticks=options.get('network_snapshot_ticks'), self_conditioned=bool(self_cond))
+                snap_ticks=options.get('network_snapshot_ticks'), self_conditioned=bool(self_cond),
+                cfg=preset(os.path.basename(run_dir), options))
+
+def preset(run_name, options):
+    """train.py's --cfg of a run, read from its folder name (<id>-<data>[-cond]-<cfg>-...); None when
+    the name does not have that form."""
+    data = data_path(options)
+    if not data:
+        return None
+    head = run_name.split('-', 1)[-1]
+    stem = os.path.splitext(os.path.basename(data))[0]
+    if not head.startswith(stem + '-'):
+        return None
+    rest = head[len(stem) + 1:]
+    if rest.startswith('cond-'):
+        rest = rest[len('cond-'):]
+    return rest.split('-', 1)[0] or None
 
 def data_path(options):
     """The run's training data, relative to the repository where it lies inside it."""
@@ -161,6 +177,9 @@ def train_command(models, cond, runs_dir, lr, extra='', out=None):
         words.append(f'SNAP_TICKS={snaps.pop()}')
     if cond:
         words.append('COND=1')
+    cfgs = {m.get('cfg') for m in models}
+    if len(cfgs) == 1 and None not in cfgs and cfgs != {'cpu'}:
+        words.append(f'CFG={cfgs.pop()}')
     if models and all(m.get('self_conditioned') for m in models):
         words.append('SELF_COND=1')
     if lr is not None and lr != PRESET_LR:
@@ -205,9 +224,17 @@ def main(names, kimg=None, runs_dir=None, out=None, self_cond=False):
     wide = cmax not in (None, 32)
     width_text = f' --cmax={cmax}' + (f' --cbase={cbase}' if wide and cbase is not None else '')
     width_words = (f'channel base {cbase}, at most {cmax} channels per scale' if wide else f'{cmax} channels at every scale')
-    record['settings'] = ('--cfg=cpu' + width_text + ' --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
-                          f' ({width_words}, batch 32, no augmentation' +
-                          ('; class-conditional on the MNIST labels' if cond else '') + '); baseline --pe=none, '
+    batches = sorted({m.get('batch_size') or 32 for m in record['models'].values()})
+    cfgs = {m.get('cfg') or 'cpu' for m in record['models'].values()}
+    if len(cfgs) > 1:
+        print('Warning: results/models mixes presets (' + ', '.join(sorted(cfgs)) + '); collect them all from one runs folder.')
+    self_cond_all = bool(record['models']) and all(m.get('self_conditioned') for m in record['models'].values())
+    cond_text = ('; conditional on shape clusters of the data in training (cluster_labels.py), kept as unconditional '
+                 'generators that draw the cluster from the latent (self_condition.py)' if self_cond_all else
+                 '; class-conditional on the MNIST labels' if cond else '')
+    record['settings'] = (f'--cfg={sorted(cfgs)[0]}' + width_text + ' --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
+                          f' ({width_words}, batch {"/".join(str(b) for b in batches)}, no augmentation' +
+                          cond_text + '); baseline --pe=none, '
                           'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5, '
                           'default --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8')
     os.makedirs(out_dir, exist_ok=True)
