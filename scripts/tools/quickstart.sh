@@ -8,15 +8,15 @@
 #   KIMG=40 bash scripts/tools/quickstart.sh      # longer (the run resumes where it stopped)
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
-# the same canvases of our committed MNIST model in out/quickstart/trained-*/ (class-conditional:
-# it draws digit $CLASS, default 3): results/models/wide/default.pkl, MS-PE trained with random
-# resizing and random margins (the border recipe, results/README.md), which follows the canvas;
-# the older results/models/mspe.pkl when that one is missing.
+# the same canvases of our committed MNIST model in out/quickstart/trained-*/:
+# results/models/default.pkl, the unconditional `--cfg=mspe` model (MS-PE with random resizing and
+# random margins, the border recipe, results/README.md), which follows the canvas; where that one is
+# missing, the class-conditional results/models/wide/default.pkl drawing digit $CLASS (default 3).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 KIMG=${KIMG:-12}
-CLASS=${CLASS:-3}     # the digit the committed conditional model draws
+CLASS=${CLASS:-3}     # the digit the class-conditional fallback model draws
 DATA=datasets/quickstart-digits.zip
 OUT=out/quickstart
 HOST=stylegan2_ada_vendor
@@ -48,9 +48,9 @@ render() {   # render NETWORK PREFIX [FLAGS]: the four canvases of the README
     python $HOST/generate.py --network="$net" --seeds=0-7 --grid --outdir="$OUT/${prefix}beyond" --extent=-16:48,-16:48 "$@"
 }
 render "$network" ""
-TRAINED=results/models/wide/default.pkl
-[ -f "$TRAINED" ] || TRAINED=results/models/mspe.pkl
-if [ -f "$TRAINED" ]; then
-    render "$TRAINED" trained- --class="$CLASS"    # ignored (with a warning) by an unconditional model
+if [ -f results/models/default.pkl ]; then
+    render results/models/default.pkl trained-
+elif [ -f results/models/wide/default.pkl ]; then
+    render results/models/wide/default.pkl trained- --class="$CLASS"
 fi
 echo "Done: $network rendered into $OUT/ (shift: translate strips, 2 px per frame; zoom: 2x; wide: 32x64; beyond: [-16, 48]^2)."
