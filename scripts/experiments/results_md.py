@@ -82,11 +82,13 @@ def classifier():
                 min_accuracy=f'{d["min_accuracy"]:.4f}',
                 table=table(['placement / canvas / colour', 'accuracy'], [[k, f'{v:.4f}'] for k, v in d['accuracy'].items()]))
 
-DIVERSITY_HEADER = ['model', 'classes', 'confident', 'Frechet', 'shape std', 'label agreement', 'style spread', 'D label pref.']
+DIVERSITY_HEADER = ['model', 'classes', 'classes (confident)', 'confident', 'Frechet', 'shape std', 'label agreement', 'style spread',
+                    'latent spread', 'D label pref.']
 
 def _diversity_rows(rows, name):
-    return [[name(k), f'{r["classes"]:.2f}', f'{r["confident"]:.3f}', f'{r["frechet"]:.1f}', fmt(r.get('shape_std'), '.3f'),
-             fmt(r.get('label_agreement'), '.3f'), fmt(r.get('style_spread'), '.3f'), fmt(r.get('d_label_preference'), '.3f')]
+    return [[name(k), f'{r["classes"]:.2f}', fmt(r.get('classes_confident'), '.2f'), f'{r["confident"]:.3f}', f'{r["frechet"]:.1f}',
+             fmt(r.get('shape_std'), '.3f'), fmt(r.get('label_agreement'), '.3f'), fmt(r.get('style_spread'), '.3f'),
+             fmt(r.get('latent_spread'), '.3f'), fmt(r.get('d_label_preference'), '.3f')]
             for k, r in rows.items()]
 
 def diversity():
@@ -103,7 +105,7 @@ def progress():
     def name(path):
         if path == 'data':
             return 'data (other real images)'
-        run = os.path.basename(os.path.dirname(path)).split('-')[-1]
+        run = os.path.normpath(path).split(os.sep)[-3]    # <runs>/<model>/<run>/network-snapshot-<kimg>.pkl
         kimg = float(os.path.splitext(os.path.basename(path))[0].rsplit('-', 1)[-1])
         return f'{run} @ {kimg:g} kimg'
     return dict(command=d['command'], note=d['note'], table=table(DIVERSITY_HEADER, _diversity_rows(d['rows'], name)))
