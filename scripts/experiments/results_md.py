@@ -349,14 +349,16 @@ def _border_rows(models_d, canvas, eqt_d, wrap, frechet=None):
               'rolled PSNR (d + 0.5)'] + (['Frechet', 's/kimg'] if frechet is not None else [])
     return table(header, rows)
 
-def border_models(prefix='paper/wide_'):
-    """The wide model set (results/models/wide): canvas following, EQ-T, rolled-shift PSNR and
-    Frechet distance per model, with issue 22's bars beside them; the same measures again with
-    an inference margin where its JSON files (<prefix>*_m<N>.json) exist."""
+def border_models(prefix='paper/wide_', models_json='models/wide/models.json'):
+    """A model set's canvas following, EQ-T, rolled-shift PSNR and Frechet distance per model, with
+    issue 22's bars beside them; the same measures again with an inference margin where its JSON
+    files (<prefix>*_m8.json) exist. The wide set (results/models/wide) by default."""
     canvas, eqt_d = load(prefix + 'canvas_follow.json'), load(prefix + 'eqt.json')
-    wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load('models/wide/models.json')
+    wrap, div, models_d = load(prefix + 'shift_consistency_wrap.json'), load(prefix + 'digit_diversity.json'), load(models_json)
     if None in (canvas, eqt_d, wrap, div, models_d):
         return None
+    models_dir = os.path.join('results', os.path.dirname(models_json))
+    out = os.path.join('results', prefix)
     frechet = _frechet(div)
     fills = dict(train_command=models_d['command'], settings=models_d['settings'], canvas_command=canvas['command'],
                  canvas_num=canvas['num'], eqt_num=eqt_d['num'], wrap_num=wrap['num'], div_command=div['command'],
@@ -367,9 +369,9 @@ def border_models(prefix='paper/wide_'):
         fills['margin_text'] = (
             f'With an inference margin of {m[1]["margin"]} px (every rendering, G(0) included, drawn {m[1]["margin"]} px '
             'wider on every side and cropped: `--margin 8`, as `generate.py --margin=8`), the same models and latents: '
-            f'`{m[0]["command"]}`, `python -m scripts.experiments.eqt --models-dir results/models/wide --margin 8 --out '
-            'results/paper/wide_eqt_m8.json` and `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
-            '--models-dir results/models/wide --out results/paper/wide_shift_consistency_wrap_m8`:\n\n' +
+            f'`{m[0]["command"]}`, `python -m scripts.experiments.eqt --models-dir {models_dir} --margin 8 --out '
+            f'{out}eqt_m8.json` and `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
+            f'--models-dir {models_dir} --out {out}shift_consistency_wrap_m8`:\n\n' +
             _border_rows(models_d, *m))
     sweep = []      # (margin, baseline, default): the pair files, margin 8 from the full set's file
     for n in (4, 8, 12, 16):
@@ -380,7 +382,7 @@ def border_models(prefix='paper/wide_'):
         fills['margin_text'] += (
             '\n\nThe rolled-shift PSNR at d + 0.5 over inference margins (baseline and default only: '
             '`python -m scripts.experiments.shift_consistency --wrap --margin N --models-dir DIR --out '
-            'results/paper/wide_shift_consistency_wrap_mN_pair`, DIR holding links to the two pickles; margin 8 from the '
+            f'{out}shift_consistency_wrap_mN_pair`, DIR holding links to the two pickles; margin 8 from the '
             'file above): ' + '; '.join(f'margin {n}: {b:.2f} vs {d:.2f} dB ({d - b:+.2f})' for n, b, d in sweep) +
             '. Margins 12 and 16 print the same numbers: beyond about 12 px the canvas edge no longer reaches the '
             'output, so a larger margin cannot close the rest of the gap to the +3 dB bar.')
@@ -390,6 +392,7 @@ FILLS = dict(models=models, classifier=classifier, diversity=diversity, progress
              strip=strip, multiscale=multiscale, inversion=inversion, ddpm=ddpm, overhead=overhead, host_speed=host_speed,
              train_speed=train_speed, metrics_speed=metrics_speed, upstream=upstream, probes=probes,
              border_models=border_models, fit_canvas=fit_canvas,
+             border_final=lambda: border_models('paper/', 'models/models.json'),
              probes_recipes=lambda: probes('paper/probes_recipes_canvas.json', 'paper/probes_recipes_diversity.json'))
 
 #----------------------------------------------------------------------------

@@ -6,7 +6,10 @@
 #   bash scripts/experiments/run_experiments.sh      # two lanes side by side, one core each
 #
 # Each script writes its JSON and PNG into results/paper/; results_md.py then regenerates
-# results/README.md and the README's results table from those files.
+# results/README.md and the README's results table from those files. The training progress table
+# needs the runs themselves (not in a clone), so it is its own command, after train_digits.sh:
+#   python -m scripts.experiments.digit_diversity runs/final/{baseline,sspe,mspe,mspe_rs,default}/0* --every=32 \
+#       --num=1000 --prior=datasets/mnist60k-ul32-k100.zip --json results/paper/training_progress.json
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
@@ -15,22 +18,44 @@ DATA=datasets/mnist-ul32.zip
 [ -f "$DATA" ] || python stylegan2_ada_vendor/dataset_tool.py --source=tests/data/mnist/t10k-images-idx3-ubyte.gz \
     --dest="$DATA" --place=upper-left --colorize --resolution=32
 
-gan_lane() {
+M=results/models
+P=results/paper
+models=()
+for name in baseline sspe mspe mspe_rs default; do
+    [ -f "$M/$name.pkl" ] && models+=("$M/$name.pkl")
+done
+[ ${#models[@]} -gt 0 ] || { echo "no models in $M: train them with scripts/experiments/train_digits.sh" >&2; exit 1; }
+
+gan_lane() {     # the paper's figures, canvas following, the grids sorted by digit
     python -m scripts.experiments.shift_consistency
     python -m scripts.experiments.eqt
     python -m scripts.experiments.noise_std
     python -m scripts.experiments.translate_strip
     python -m scripts.experiments.multiscale --data="$DATA"
-    python -m scripts.experiments.digit_diversity results/models/{baseline,sspe,mspe,mspe_rs}.pkl --data="$DATA" \
-        --json results/paper/digit_diversity.json
+    python -m scripts.experiments.canvas_follow "${models[@]}" --num=128 --json "$P/canvas_follow.json" "--note=the committed models, $M"
+    python -m scripts.experiments.canvas_follow "${models[@]}" --num=128 --margin=8 --json "$P/canvas_follow_m8.json" \
+        "--note=the committed models, $M, 8 px inference margin"
+    python -m scripts.experiments.class_grid "${models[@]}" --out "$P/class_grid"
 }
-other_lane() {
+other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, the DDPMs
+    python -m scripts.experiments.digit_diversity "${models[@]}" --num=1000 --data="$DATA" --json "$P/digit_diversity.json" \
+        "--note=the committed models against the held-out test digits"
+    python -m scripts.experiments.eqt --margin=8 --out "$P/eqt_m8.json"
+    python -m scripts.experiments.shift_consistency --wrap --out "$P/shift_consistency_wrap"
+    python -m scripts.experiments.shift_consistency --wrap --margin=8 --out "$P/shift_consistency_wrap_m8"
+    ddpms=ddpm-none.pt    # the baseline first, then every other committed DDPM
+    for d in mspe none-margin16 mspe-margin16 mspe-margin16-canvas; do
+        [ -f "results/models/ddpm-$d.pt" ] && ddpms="$ddpms,ddpm-$d.pt"
+    done
+    ddpms=$(echo "$ddpms" | sed 's|ddpm-|results/models/ddpm-|g')
     if [ -f results/models/ddpm-none.pt ] && [ -f results/models/ddpm-mspe.pt ]; then
-        python -m scripts.experiments.ddpm_reconstruct --threads=1
+        python -m scripts.experiments.ddpm_reconstruct --models="$ddpms" --threads=1
     else
         echo "skipping ddpm_reconstruct: results/models/ddpm-{none,mspe}.pt missing (train them with scripts.experiments.ddpm_train)"
     fi
-    python -m scripts.experiments.inversion_shift --num-steps=80
+    python -m scripts.experiments.inversion_shift --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-steps=80
+    python -m scripts.experiments.fit_canvas_eval --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-digits 50 \
+        --num-steps 100 --out "$P/fit_canvas_eval.json"
 }
 gan_lane > runs/experiments-gan.log 2>&1 &
 gan=$!
