@@ -207,12 +207,13 @@ def main(paths, data, num, classifier, json_path, note, every, net, prior):
         if snapshot.get(net) is None:
             raise click.ClickException(f'{path} holds no {net}; score G_ema (--net=G_ema).')
         G = snapshot[net].eval().requires_grad_(False).to(device)
-        spread = latent_spread(G, data) if G.c_dim > 0 else None
         if prior is not None:
             if G.c_dim != len(prior):
                 raise click.ClickException(f'{path}: G has {G.c_dim} labels, --prior {prior_path} {len(prior)}: pass the data the run was trained on.')
             spread = latent_spread(G, prior_path)
             G = self_conditioned(G, prior)
+        else:
+            spread = latent_spread(G, data) if G.c_dim > 0 else None
         ws = dg.latents(G, num, seed=0)
         requested = dg.requested_classes(G, num, seed=0)
         if G.c_dim not in (0, 10):
