@@ -43,11 +43,10 @@ other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, t
     python -m scripts.experiments.eqt --margin=8 --out "$P/eqt_m8.json"
     python -m scripts.experiments.shift_consistency --wrap --out "$P/shift_consistency_wrap"
     python -m scripts.experiments.shift_consistency --wrap --margin=8 --out "$P/shift_consistency_wrap_m8"
-    ddpms=ddpm-none.pt    # the baseline first, then every other committed DDPM
+    ddpms=results/models/ddpm-none.pt    # the baseline first, then every other committed DDPM
     for d in mspe none-margin16 mspe-margin16 mspe-margin16-canvas; do
-        [ -f "results/models/ddpm-$d.pt" ] && ddpms="$ddpms,ddpm-$d.pt"
+        [ -f "results/models/ddpm-$d.pt" ] && ddpms="$ddpms,results/models/ddpm-$d.pt"
     done
-    ddpms=$(echo "$ddpms" | sed 's|ddpm-|results/models/ddpm-|g')
     if [ -f results/models/ddpm-none.pt ] && [ -f results/models/ddpm-mspe.pt ]; then
         python -m scripts.experiments.ddpm_reconstruct --models="$ddpms" --threads=1
     else
