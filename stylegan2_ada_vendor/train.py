@@ -8,8 +8,10 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      its newest snapshot, with counters, optimizer state and augment p (DIR=latest:
                      the highest-numbered run in --outdir); --gpus=N without CUDA trains in N CPU
                      processes (torch.distributed, gloo); --cfg=cpu, a small preset for CPU runs;
-  training recipe    --label-ce, --dmap, --dmap-lr (training/loss_labelce.py), --label-groups
-                     (training/label_groups.py), the recipe of the committed digit models;
+  training recipe    --label-ce, --dmap, --dmap-lr (training/loss_labelce.py), --label-groups,
+                     --label-groups-kimg (training/label_groups.py; the latter may also accompany
+                     --resume-run and is then kept in training_options.json), the recipe of the
+                     committed digit models;
   MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize
                      (mspe_plugin/register.py).
 """
@@ -54,7 +56,7 @@ RESUME_SPECS = {    # upstream's published transfer-learning sources
 }
 
 # Flags that may accompany --resume-run (everything else comes from training_options.json).
-RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers', 'compile_mode'}
+RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers', 'compile_mode', 'label_groups_kimg'}
 
 #----------------------------------------------------------------------------
 # Plugin hook: a plugin module exposing the mspe_plugin.register API (mspe_plugin/register.py).
@@ -88,7 +90,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
 def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mirror, cfg, gamma, kimg, batch,
                                aug, p, target, augpipe, resume, freezed, fp32, nhwc, allow_tf32, nobench, workers, tick,
                                cbase=None, cmax=None, glr=None, dlr=None, map=None, mbstd_group=None, label_ce=None, dmap=None, dmap_lr=None,
-                               resume_skip_mismatch=False, label_groups=None):
+                               resume_skip_mismatch=False, label_groups=None, label_groups_kimg=None):
     """Translate the command-line flags into training_loop kwargs (flags validated here).
 
     :return: (args EasyDict for training_loop, run description, host cfg name).
@@ -224,6 +226,8 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException('--label-groups=1 acts through the minibatch standard deviation groups of D; use a group size of at least 2 (--mbstd-group).')
         desc += '-lgroups'
         args.label_groups = True
+    if label_groups_kimg is not None:
+        args.label_groups_kimg = check_label_groups_kimg(label_groups_kimg, bool(label_groups))
 
     _setup_augmentation(args, aug, p, target, augpipe)
     desc += args.pop('aug_desc')
@@ -429,6 +433,14 @@ def _upgrade_recipe_kwargs(args, run_dir):
         loss_kwargs.class_name = 'training.loss_labelce.LabelCELoss'
         loss_kwargs.label_ce_weight = label_ce
 
+def check_label_groups_kimg(kimg, label_groups):
+    """--label-groups-kimg: where a run with --label-groups=1 changes to random batches."""
+    if not label_groups:
+        raise click.ClickException('--label-groups-kimg ends the label groups of a run with --label-groups=1; this run has none, so drop the flag.')
+    if kimg < 0:
+        raise click.ClickException(f'--label-groups-kimg must be zero or more; got {kimg:g}.')
+    return kimg
+
 def setup_resume_run(run_dir, kimg):
     """training_loop kwargs that continue the run in run_dir from its newest snapshot."""
     with open(os.path.join(run_dir, 'training_options.json')) as f:
@@ -592,6 +604,7 @@ def parse_comma_list(text):
 @click.option('--dmap', help="Depth of D's label mapping, conditional models [default: 8]", type=int, metavar='INT')
 @click.option('--dmap-lr', help="Learning-rate multiplier of D's label mapping, conditional models [default: 0.01]", type=float, metavar='FLOAT')
 @click.option('--label-groups', help="Conditional models: every minibatch-std group of D holds one label, reals and fakes alike [default: false]", type=bool, metavar='BOOL')
+@click.option('--label-groups-kimg', help='With --label-groups=1: group by label until this kimg, random batches after it; may accompany --resume-run [default: whole run]', type=float, metavar='KIMG')
 # MS-PE plugin (mspe_plugin/register.py).
 @click.option('--pe', help='Positional encoding of the generator: none, sspe, mspe (needs mspe_plugin)', type=str)
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX, or off (needs mspe_plugin)', type=str, metavar='MIN,MAX')
@@ -613,13 +626,15 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     if resume_run is not None:
         extra = sorted(given - RESUME_RUN_FLAGS)
         if extra:
-            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg, --workers and --compile may change).')
+            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg, --workers, --compile and --label-groups-kimg may change).')
         run_dir = find_run_dir(resume_run, outdir)
         args, snapshot, resumed_kimg = setup_resume_run(run_dir, config_kwargs['kimg'])
         if config_kwargs['workers'] is not None:
             args.data_loader_kwargs.num_workers = config_kwargs['workers']
         if config_kwargs['compile_mode'] is not None:
             args.compile_mode = config_kwargs['compile_mode']
+        if config_kwargs['label_groups_kimg'] is not None:    # persisted below, so a later resume keeps it
+            args.label_groups_kimg = check_label_groups_kimg(config_kwargs['label_groups_kimg'], args.get('label_groups', False))
         note = f'Continuing {run_dir} from {os.path.basename(snapshot)} at kimg {resumed_kimg:g}' if snapshot else f'Restarting {run_dir} from scratch (it has no snapshot yet)'
         note += f' up to kimg {args.total_kimg:g}'
     else:
@@ -633,7 +648,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
-                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups']
+                'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups', 'label_groups_kimg']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
@@ -675,6 +690,10 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     print('Launching processes...')
     if resume_run is not None:
         dropped = clean_run_dir(args.run_dir, resumed_kimg)
+        if config_kwargs['label_groups_kimg'] is not None:
+            with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
+                json.dump(args, f, indent=2)
+            note += f'; label groups until kimg {args.label_groups_kimg:g}'
         note += f'; dropped {dropped} stats.jsonl line(s) past that point.' if dropped else '.'
         with open(os.path.join(args.run_dir, 'log.txt'), 'a') as f:
             f.write(note + '\n')

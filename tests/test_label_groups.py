@@ -71,3 +71,27 @@ def test_train_with_label_groups_runs_and_refuses_unlabelled_data(tmp_path, trai
     assert result.exit_code != 0 and 'needs --cond=1' in result.output
     result = invoke(train_module, [f'--outdir={tmp_path}/x', f'--data={data}', '--cond=1', '--label-groups=1', '--mbstd-group=1', '--dry-run'])
     assert result.exit_code != 0 and 'group size of at least 2' in result.output
+
+def test_label_groups_kimg_ends_the_groups_also_when_a_run_is_continued(tmp_path, train_module):  # noqa: F811
+    data = make_digits_zip(tmp_path / 'digits16.zip', with_labels=True)
+    common = ['--tick=0.008', '--snap=1', '--metrics=none']
+    result = run_train(tmp_path / 'runs', f'--data={data}', '--cfg=cpu', '--cmax=16', '--cond=1', '--label-groups=1',
+                       '--batch=8', '--mbstd-group=4', '--kimg=0.016', '--aug=noaug', *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Label groups end' not in result.stdout
+    run_dir = only_run_dir(tmp_path / 'runs')
+    # Continue past 16 images with the groups ending at 24: the switch happens inside the continued run.
+    result = run_train(tmp_path / 'runs', f'--resume-run={run_dir}', '--kimg=0.032', '--label-groups-kimg=0.024')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Label groups end at kimg 0.024' in result.stdout
+    with open(os.path.join(run_dir, 'training_options.json')) as f:
+        options = json.load(f)
+    assert options['label_groups'] is True and options['label_groups_kimg'] == 0.024
+    with open(os.path.join(run_dir, 'log.txt')) as f:
+        assert 'label groups until kimg 0.024' in f.read()
+    # A later continuation keeps the end from training_options.json and starts with random batches.
+    result = run_train(tmp_path / 'runs', f'--resume-run={run_dir}', '--kimg=0.04')
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert 'Label groups ended at kimg 0.024; random batches.' in result.stdout
+    result = invoke(train_module, [f'--outdir={tmp_path}/x', f'--data={data}', '--cond=1', '--label-groups-kimg=8', '--dry-run'])
+    assert result.exit_code != 0 and 'this run has none' in result.output

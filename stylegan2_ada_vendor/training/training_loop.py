@@ -179,6 +179,7 @@ def training_loop(
     compile_mode            = 'off',    # Not upstream: 'auto', 'on' or 'off' (training/compiled.py).
     cpu_bf16                = False,    # Not upstream: FP16 blocks of G and D in bfloat16 on CPU (training/compiled.py).
     label_groups            = False,    # Not upstream: minibatch-std groups share a label (training/label_groups.py).
+    label_groups_kimg       = None,     # Not upstream: label groups only until this kimg, upstream's random batches after it (None = whole run).
     device                  = None,     # torch.device, None = cuda:rank when available, else cpu.
 ):
     start_time = time.time()
@@ -238,19 +239,26 @@ def training_loop(
     batch_idx = int(progress['batch_idx'])
 
     # Data loader (each process sees every num_gpus-th image; reshuffled when a run resumes).
-    sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=(random_seed + cur_nimg) % 2**31)
+    grouped = label_groups and (label_groups_kimg is None or cur_nimg < label_groups_kimg * 1000)
     if label_groups:
         from training import label_groups as lg
         mbstd_group = lg.group_size(D_kwargs, batch_gpu)
-        sampler = lg.LabelGroupSampler(training_set, round_size=batch_gpu, group_size=mbstd_group, rank=rank,
-                                       num_replicas=num_gpus, seed=(random_seed + cur_nimg) % 2**31)
     loader_kwargs = dict(data_loader_kwargs)
     if device.type != 'cuda':
         loader_kwargs['pin_memory'] = False
     if loader_kwargs.get('num_workers', 0) == 0:
         loader_kwargs.pop('prefetch_factor', None)
-    training_set_iterator = iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler,
-        batch_size=batch_size // num_gpus, **loader_kwargs))
+
+    def data_iterator(grouped):
+        seed = (random_seed + cur_nimg) % 2**31
+        if grouped:
+            sampler = lg.LabelGroupSampler(training_set, round_size=batch_gpu, group_size=mbstd_group, rank=rank, num_replicas=num_gpus, seed=seed)
+        else:
+            sampler = misc.InfiniteSampler(dataset=training_set, rank=rank, num_replicas=num_gpus, seed=seed)
+        return iter(torch.utils.data.DataLoader(dataset=training_set, sampler=sampler, batch_size=batch_size // num_gpus, **loader_kwargs))
+    training_set_iterator = data_iterator(grouped)
+    if rank == 0 and label_groups and not grouped:
+        print(f'Label groups ended at kimg {label_groups_kimg:g}; random batches.')
     if rank == 0:
         print()
         print('Num images: ', len(training_set))
@@ -362,6 +370,11 @@ def training_loop(
     try:
         while True:
             # Fetch training data: reals once per step, fresh latents and labels per phase.
+            if grouped and label_groups_kimg is not None and cur_nimg >= label_groups_kimg * 1000:
+                grouped = False    # the finishing phase: upstream's random reals and fake labels
+                training_set_iterator = data_iterator(grouped)
+                if rank == 0:
+                    print(f'Label groups end at kimg {cur_nimg / 1000:g}; random batches from here on.')
             with torch.autograd.profiler.record_function('data_fetch'):
                 phase_real_img, phase_real_c = next(training_set_iterator)
                 phase_real_img = (phase_real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
@@ -369,7 +382,7 @@ def training_loop(
                 gen_per_phase = batch_size // num_gpus
                 all_gen_z = torch.randn([len(phases) * gen_per_phase, G.z_dim], device=device)
                 all_gen_z = [phase_gen_z.split(batch_gpu) for phase_gen_z in all_gen_z.split(gen_per_phase)]
-                if label_groups:
+                if grouped:
                     all_gen_c = lg.grouped_labels(training_set, len(phases) * gen_per_phase, batch_gpu, mbstd_group)
                 else:
                     all_gen_c = np.stack([training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * gen_per_phase)])
