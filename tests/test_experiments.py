@@ -459,7 +459,7 @@ def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, mon
     assert '--cond=1 --label-ce=10 --dmap=1 --dmap-lr=1' in record['settings']
 
 def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
-    """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples."""
+    """A run folder becomes its snapshots by kimg (not by name); --every keeps positive multiples and the newest."""
     from scripts.experiments import digit_diversity
     run = tmp_path / 'run'
     run.mkdir()
@@ -468,9 +468,13 @@ def test_diversity_snapshots_expands_run_folders_in_training_order(tmp_path):
     (run / 'training-state-000008.pkl').write_bytes(b'')
     names = lambda paths: [os.path.basename(p) for p in paths]
     assert names(digit_diversity.snapshots([str(run)])) == [f'network-snapshot-{k:06d}.pkl' for k in (0, 4, 8, 12, 16, 100)]
-    assert names(digit_diversity.snapshots([str(run)], every=8)) == ['network-snapshot-000008.pkl', 'network-snapshot-000016.pkl']
-    with pytest.raises(SystemExit, match='no snapshot at a multiple of 7'):
-        digit_diversity.snapshots([str(run)], every=7)
+    assert names(digit_diversity.snapshots([str(run)], every=8)) == [f'network-snapshot-{k:06d}.pkl' for k in (8, 16, 100)]
+    assert names(digit_diversity.snapshots([str(run)], every=7)) == ['network-snapshot-000100.pkl']    # the newest always
+    start = tmp_path / 'start'
+    start.mkdir()
+    (start / 'network-snapshot-000000.pkl').write_bytes(b'')
+    with pytest.raises(SystemExit, match='no snapshot past 0 kimg'):
+        digit_diversity.snapshots([str(start)], every=8)
     with pytest.raises(SystemExit, match='does not exist'):
         digit_diversity.snapshots([str(tmp_path / 'missing')])
 

@@ -39,7 +39,7 @@ latent draws its cluster at the frequency DATASET has it; latent_spread is then 
 conditional G on DATASET's labels. So the training progress of such a run reads like its final pickle.
 
     python -m scripts.experiments.digit_diversity runs/digits/mspe/00000-...             # every snapshot of a run
-    python -m scripts.experiments.digit_diversity runs/digits/mspe/00000-... --every=16  # those at 16, 32, ... kimg
+    python -m scripts.experiments.digit_diversity runs/digits/mspe/00000-... --every=16  # those at 16, 32, ... kimg and the newest
     python -m scripts.experiments.digit_diversity results/models/*.pkl --json results/paper/digit_diversity.json
     python -m scripts.experiments.digit_diversity runs/final/mspe/00000-... --every=32 --prior=datasets/mnist60k-ul32-k100.zip
 """
@@ -57,7 +57,7 @@ import legacy  # noqa: E402  (the vendored host, on sys.path through `scripts`)
 
 def snapshots(paths, every=None):
     """Expand run folders into their snapshots (in training order; with `every`, only those at a
-    positive multiple of `every` kimg); keep pickles as given."""
+    positive multiple of `every` kimg, and the newest); keep pickles as given."""
     out = []
     for path in paths:
         if os.path.isdir(path):
@@ -65,9 +65,10 @@ def snapshots(paths, every=None):
             if not found:
                 raise SystemExit(f'{path} holds no network-snapshot-*.pkl: pass a run folder or a pickle.')
             if every:
-                found = [(k, name) for k, name in found if k > 0 and abs(k / every - round(k / every)) < 1e-6]
+                last = found[-1][0]
+                found = [(k, name) for k, name in found if k > 0 and (abs(k / every - round(k / every)) < 1e-6 or k == last)]
                 if not found:
-                    raise SystemExit(f'{path} holds no snapshot at a multiple of {every:g} kimg: lower --every.')
+                    raise SystemExit(f'{path} holds no snapshot past 0 kimg: train it further or drop --every.')
             out += [os.path.join(path, name) for _, name in found]
         elif os.path.isfile(path):
             out.append(path)
@@ -189,7 +190,7 @@ def prior_of(path):
 @click.option('--classifier', default=None, help='Digit classifier (default results/models/digit_classifier.pt)')
 @click.option('--json', 'json_path', default=None, help='Also write the rows here')
 @click.option('--note', default='', help='A sentence stored with the rows (what the snapshots are)')
-@click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg')
+@click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg, and the newest')
 @click.option('--net', type=click.Choice(['G_ema', 'G']), default='G_ema', show_default=True, help='Which generator of a snapshot to score (G: the raw, not averaged, weights)')
 @click.option('--prior', default=None, help='Cluster-labelled training data of a self-conditioned run: score its snapshots as the unconditional generator (clusters drawn at this data\'s frequencies)')
 def main(paths, data, num, classifier, json_path, note, every, net, prior):

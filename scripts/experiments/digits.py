@@ -52,7 +52,7 @@ MODELS = {                      # name -> label in figures
     'sspe': 'SS-PE',
     'mspe': 'MS-PE',
     'mspe_rs': 'MS-PE + resize',
-    'default': 'MS-PE + resize + margins (--cfg=mspe candidate)',
+    'default': 'MS-PE + resize + margins (--cfg=mspe)',
 }
 MODELS_DIR = os.path.join(RESULTS, 'models')
 
