@@ -104,7 +104,7 @@ def test_collect_digit_models_keeps_a_cluster_run_as_an_unconditional_model(tmp_
     run_dir = tmp_path / 'runs' / 'mspe' / '00000-digits8-cond-auto-kimg4-mspe'    # train.py's name: <id>-<data>-cond-<cfg>-...
     run_dir.mkdir(parents=True)
     (run_dir / 'training_options.json').write_text(json.dumps(dict(G_kwargs={}, batch_size=4, loss_kwargs={}, label_groups=True,
-                                                                   training_set_kwargs=set_kwargs)))
+                                                                   label_groups_kimg=3, training_set_kwargs=set_kwargs)))
     G = tiny_conditional(c_dim=10)
     with open(run_dir / 'network-snapshot-000004.pkl', 'wb') as f:
         pickle.dump(dict(G_ema=G, training_set_kwargs=set_kwargs, progress=dict(cur_nimg=4000)), f)
@@ -114,7 +114,7 @@ def test_collect_digit_models_keeps_a_cluster_run_as_an_unconditional_model(tmp_
     assert out['G_ema'].c_dim == 0 and out['G_ema'].label_dim == 10 and len(out['label_prior']) == 10
     record = json.load(open(tmp_path / 'models' / 'models.json'))
     assert record['models']['mspe']['self_conditioned'] is True
-    assert 'SELF_COND=1' in record['command'] and '--label-groups=1' in record['command']
+    assert 'SELF_COND=1' in record['command'] and '--label-groups=1 --label-groups-kimg=3' in record['command']
     assert record['models']['mspe']['cfg'] == 'auto' and 'CFG=auto' in record['command']
     assert record['settings'].startswith('--cfg=auto ') and 'batch 4' in record['settings']
     assert 'unconditional' in record['settings'] and 'class-conditional on the MNIST labels' not in record['settings']

@@ -123,7 +123,7 @@ def data_path(options):
 def extra_flags(options):
     """The train.py flags beyond train_digits.sh's own (its EXTRA) that a run's
     training_options.json shows: the label cross-entropy recipe (train.py's "training recipe"
-    group: --label-ce, --dmap, --dmap-lr)."""
+    group: --label-ce, --dmap, --dmap-lr, --label-groups, --label-groups-kimg)."""
     loss = options.get('loss_kwargs') or {}
     mapping = (options.get('D_kwargs') or {}).get('mapping_kwargs') or {}
     flags = []
@@ -135,6 +135,8 @@ def extra_flags(options):
         flags.append(f'--dmap-lr={mapping["lr_multiplier"]:g}')
     if options.get('label_groups'):
         flags.append('--label-groups=1')
+    if options.get('label_groups_kimg') is not None:
+        flags.append(f'--label-groups-kimg={options["label_groups_kimg"]:g}')
     if options.get('compile_mode') not in (None, 'auto'):
         flags.append(f'--compile={options["compile_mode"]}')
     if options.get('cpu_bf16'):
