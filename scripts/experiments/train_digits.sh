@@ -7,7 +7,7 @@
 #   mspe      MS-PE: PE input + gamma_l * PE_l at every later scale
 #   mspe_rs   MS-PE with random resizing (G renders at a zoom in [0.75, 1.5], resized back)
 #   default   MS-PE with random resizing and random 0-8 px margins per side (the border recipe,
-#             --pe-resize=0.75,1.5 --pe-margin=8; candidate for what --cfg=mspe means)
+#             --pe-resize=0.75,1.5 --pe-margin=8; what --cfg=mspe means)
 #
 #   bash scripts/experiments/train_digits.sh                  # all four, one after another
 #   bash scripts/experiments/train_digits.sh mspe baseline    # just these
@@ -17,8 +17,8 @@
 #   RUNS=runs/digits-c128 CMAX=128 bash scripts/experiments/train_digits.sh   # wider networks, in a folder of their own
 #   RUNS=runs/digits-lr01 LR=0.01 bash scripts/experiments/train_digits.sh    # G and D learning rate 0.01 (--glr/--dlr)
 #
-# The committed models (results/models/*.pkl) are class-conditional, trained with the label
-# cross-entropy recipe (train.py's "training recipe" flags, training/loss_labelce.py):
+# Class-conditional models on the MNIST labels with the label cross-entropy recipe (train.py's
+# "training recipe" flags, training/loss_labelce.py; the earlier committed set, in git history):
 #   RUNS=runs/digits-labelce COND=1 EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1" bash scripts/experiments/train_digits.sh
 # Unconditional runs of this setting collapse to one digit shape: results/NOTES.md.
 # The wider set on the 60k training split (results/models/wide/, results/README.md "The border recipe"):
@@ -27,11 +27,13 @@
 #     EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --compile=on --cpu-bf16=1" \
 #     bash scripts/experiments/train_digits.sh baseline mspe default
 #
-# The final set (issue "Diverse digits"; unconditional models by self-conditioning on 100 shape clusters of the
-# 60k split, cluster_labels.py, with D's minibatch-std groups holding one cluster, results/NOTES.md):
+# The committed models (results/models/*.pkl; issue "Diverse digits"): unconditional, by self-conditioning on 100
+# shape clusters of the 60k split (cluster_labels.py), D's minibatch-std groups holding one cluster until 480 kimg,
+# random batches for the last 16 (results/NOTES.md):
 #   python -m scripts.experiments.cluster_labels --data=datasets/mnist60k-ul32.zip --k=100 --dest=datasets/mnist60k-ul32-k100.zip
-#   RUNS=runs/final MODELS=results/models COND=1 SELF_COND=1 CFG=auto CBASE=1024 CMAX=128 SNAP_TICKS=4 KIMG=480 \
-#     DATA=datasets/mnist60k-ul32-k100.zip EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --label-groups=1 --compile=on --cpu-bf16=1" \
+#   RUNS=runs/final MODELS=results/models COND=1 SELF_COND=1 CFG=auto CBASE=1024 CMAX=128 SNAP_TICKS=4 KIMG=496 \
+#     DATA=datasets/mnist60k-ul32-k100.zip \
+#     EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --label-groups=1 --label-groups-kimg=480 --compile=on --cpu-bf16=1" \
 #     bash scripts/experiments/train_digits.sh baseline sspe mspe mspe_rs default
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when
