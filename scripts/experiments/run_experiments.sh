@@ -8,8 +8,9 @@
 # Each script writes its JSON and PNG into results/paper/; results_md.py then regenerates
 # results/README.md and the README's results table from those files. The training progress table
 # needs the runs themselves (not in a clone), so it is its own command, after train_digits.sh:
-#   python -m scripts.experiments.digit_diversity runs/final/{baseline,sspe,mspe,mspe_rs,default}/0* --every=32 \
-#       --num=1000 --prior=datasets/mnist60k-ul32-k100.zip --json results/paper/training_progress.json
+#   python -m scripts.experiments.digit_diversity runs/final/{baseline,sspe,mspe,mspe_rs,default}/0* --every=96 \
+#       --num=1000 --prior=datasets/mnist60k-ul32-k100.zip --json results/paper/training_progress.json \
+#       "--note=the final runs as their unconditional pickles, snapshots at multiples of 96 kimg and the last (496)"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export OMP_NUM_THREADS=1
