@@ -420,10 +420,11 @@ def results_page(template_text):
         out.append(f'Not yet produced: {", ".join(missing)}.\n')
     return ''.join(out), missing
 
-def _wide_summary(prefix='paper/wide_'):
-    """The README's table of the wide set: canvas following, EQ-T and rolled PSNR (plain and with
-    the 8 px inference margin), Frechet distance; None until its JSON files exist."""
-    models_d, canvas, eqt_d, wrap, div = (load(n) for n in ('models/wide/models.json', prefix + 'canvas_follow.json',
+def _border_summary(prefix='paper/', models_json='models/models.json'):
+    """The README's table of a model set (the committed one by default): canvas following, EQ-T
+    and rolled PSNR (plain and with the 8 px inference margin), Frechet distance and shape variety;
+    None until its JSON files exist."""
+    models_d, canvas, eqt_d, wrap, div = (load(n) for n in (models_json, prefix + 'canvas_follow.json',
                                                            prefix + 'eqt.json', prefix + 'shift_consistency_wrap.json',
                                                            prefix + 'digit_diversity.json'))
     if None in (models_d, canvas, eqt_d, wrap, div):
@@ -431,37 +432,49 @@ def _wide_summary(prefix='paper/wide_'):
     eqt8, wrap8 = load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
     follow = {_stem(r['snapshot']): r for r in canvas['rows']}
     frechet = _frechet(div)
+    variety = {_stem(k): r for k, r in div['rows'].items() if k != 'data'}
     rows = []
     for n in sorted(models_d['models'], key=_order):
         r, e, e8 = follow.get(n, {}), eqt_d['models'].get(n, {}), (eqt8 or {'models': {}})['models'].get(n, {})
+        v = variety.get(n, {})
         rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
                      fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap, n), '.2f'),
-                     fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f')])
-    link = 'results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22'
-    header = [f'[wide set]({link}), 192 kimg', 'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
-              'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet']
+                     fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f'),
+                     fmt(v.get('classes_confident'), '.2f'), fmt(v.get('shape_std'), '.3f')])
+    kimg = sorted({m['kimg'] for m in models_d['models'].values()})
+    wide = prefix != 'paper/'
+    link = ('results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22' if wide
+            else 'results/README.md#do-the-committed-models-follow-the-canvas-issue-22')
+    header = [f'[{"wide set" if wide else "committed models"}]({link}), {"/".join(f"{k:g}" for k in kimg)} kimg',
+              'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
+              'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet',
+              'classes (confident)', 'shape std']
     return table(header, rows)
+
+def _get(d, name, key):
+    """d['models'][name][key] of an experiment's JSON; None where the file or the model is missing."""
+    return ((d or {}).get('models') or {}).get(name, {}).get(key)
 
 def summary_table():
     """The README's results table: one row per digit model, headline numbers, links."""
     div, sc, eq, ns, ms = (load(f'paper/{n}.json') for n in ('digit_diversity', 'shift_consistency', 'eqt', 'noise_std', 'multiscale'))
     names = list((sc or eq or {'models': {}})['models'])
-    agreement = {os.path.splitext(os.path.basename(k))[0]: r.get('label_agreement') for k, r in (div or {'rows': {}})['rows'].items()}
+    confident = {_stem(k): r.get('classes_confident') for k, r in (div or {'rows': {}})['rows'].items()}
     shifts = _shift_rows(sc) if sc else {}
     rows = []
     for n in names:
         s = shifts.get(n, {})
-        rows.append([label(n), fmt(agreement.get(n), '.3f'), fmt(s.get('psnr_int'), '.2f'), fmt(s.get('enlarged'), '.1f'),
-                     fmt(eq['models'][n]['eqt_int'] if eq else None, '.2f'), fmt(eq['models'][n]['eqt_frac'] if eq else None, '.2f'),
-                     fmt(ns['models'][n]['mean_std'] if ns else None, '.4f'), fmt(ms['models'][n]['zoom2'] if ms else None, '.1f')])
-    header = ['model', '[label agreement](results/README.md#do-the-models-draw-clean-diverse-digits)',
+        rows.append([label(n), fmt(confident.get(n), '.2f'), fmt(s.get('psnr_int'), '.2f'), fmt(s.get('enlarged'), '.1f'),
+                     fmt(_get(eq, n, 'eqt_int'), '.2f'), fmt(_get(eq, n, 'eqt_frac'), '.2f'),
+                     fmt(_get(ns, n, 'mean_std'), '.4f'), fmt(_get(ms, n, 'zoom2'), '.1f')])
+    header = ['model', '[classes (confident)](results/README.md#do-the-models-draw-clean-diverse-digits)',
               '[shift PSNR](results/README.md#shift-consistency-paper-fig-2d)', '[moved on 2x canvas](results/README.md#shift-consistency-paper-fig-2d)',
               '[EQ-T](results/README.md#eq-t-stylegan3s-translation-equivariance)', 'EQ-T frac',
               '[noise std](results/README.md#noise-dependence-paper-fig-4)', '[Frechet, zoom 2](results/README.md#multi-scale-and-beyond-the-border-paper-fig-6-8-table-1)']
     lines = [table(header, rows)]
-    wide = _wide_summary()
-    if wide:
-        lines += ['', wide]
+    committed = _border_summary()
+    if committed:
+        lines += ['', committed]
     dd = load('paper/ddpm_reconstruct.json')
     if dd is not None:
         kept = {name: {r['t']: r['kept_bottom_left'] for r in m['rows']} for name, m in dd['models'].items()}
@@ -473,11 +486,11 @@ def summary_table():
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
                   '`--pe=none`: ' + ', '.join(f'{r["mspe_vs_none_percent"]:+.1f}% at {r["res"]} px' for r in oh['rows']) + '.']
-        wm = (load('models/wide/models.json') or {}).get('models', {})
+        wm = (load('models/models.json') or {}).get('models', {})
         if all('mspe_rm_vs_mspe_ratio' in r for r in oh['rows']):
             runs = ''
             if 'default' in wm and 'mspe' in wm:
-                runs = (f'; the wide runs\' last ticks {wm["default"]["seconds_per_kimg"]:g} against {wm["mspe"]["seconds_per_kimg"]:g} s/kimg '
+                runs = (f'; the committed runs\' last ticks {wm["default"]["seconds_per_kimg"]:g} against {wm["mspe"]["seconds_per_kimg"]:g} s/kimg '
                         f'(x{wm["default"]["seconds_per_kimg"] / wm["mspe"]["seconds_per_kimg"]:.2f}: a random canvas every step keeps '
                         'G off the compiled path)')
             lines += ['', 'Cost of the border recipe (`--cfg=mspe`) against the paper\'s MS-PE (`--pe=mspe`): '
@@ -518,8 +531,9 @@ def main():
     if BEGIN in readme and END in readme:
         head, rest = readme.split(BEGIN, 1)
         _, tail = rest.split(END, 1)
+        text = head + BEGIN + '\n' + summary_table() + END + tail    # built before the file is opened for writing
         with open(readme_path, 'w') as f:
-            f.write(head + BEGIN + '\n' + summary_table() + END + tail)
+            f.write(text)
     print(f'wrote results/README.md (missing: {", ".join(missing) or "none"}) and the README\'s results table')
 
 if __name__ == '__main__':
