@@ -608,6 +608,12 @@ def test_diversity_with_a_prior_scores_a_snapshot_as_its_unconditional_pickle(tm
     spread = rows['snap'].pop('latent_spread')
     assert spread == digit_diversity.latent_spread(G, data) and spread > 0.01
     assert rows['snap'] == rows['wrapped'] and rows['snap']['label_agreement'] is None
+    # --margin: the same fakes drawn with an inference margin (a zero-padded G draws its edge differently).
+    out = tmp_path / 'm8.json'
+    res = CliRunner().invoke(digit_diversity.main, [str(tmp_path / 'wrapped.pkl'), '--num=12', '--data', data, '--margin=8', '--json', str(out)])
+    assert res.exit_code == 0, res.output
+    m8 = json.loads(out.read_text())
+    assert m8['margin'] == 8 and m8['rows'][str(tmp_path / 'wrapped.pkl')]['frechet'] != rows['wrapped']['frechet']
     for prior, says in ((plain, 'has no labels'), (make_digits_zip(tmp_path / 'two.zip', count=2, resolution=32, with_labels=True), '--prior')):
         res = CliRunner().invoke(digit_diversity.main, [str(tmp_path / 'snap.pkl'), '--num=4', '--data', data, '--prior', prior])
         assert res.exit_code != 0 and says in res.output, res.output

@@ -193,7 +193,8 @@ def prior_of(path):
 @click.option('--every', type=float, default=None, help='Of a run folder, only the snapshots at multiples of this kimg, and the newest')
 @click.option('--net', type=click.Choice(['G_ema', 'G']), default='G_ema', show_default=True, help='Which generator of a snapshot to score (G: the raw, not averaged, weights)')
 @click.option('--prior', default=None, help='Cluster-labelled training data of a self-conditioned run: score its snapshots as the unconditional generator (clusters drawn at this data\'s frequencies)')
-def main(paths, data, num, classifier, json_path, note, every, net, prior):
+@dg.margin_option
+def main(paths, data, num, classifier, json_path, note, every, net, prior, margin):
     """The digit classifier's verdict on the fakes of network pickles or run folders."""
     from training.self_conditioning import self_conditioned
     device = dg.pick_device()
@@ -219,7 +220,7 @@ def main(paths, data, num, classifier, json_path, note, every, net, prior):
         requested = dg.requested_classes(G, num, seed=0)
         if G.c_dim not in (0, 10):
             requested = None    # labels that are not digits (a self-conditioned G's clusters): scored as unconditional
-        rows[path] = verdict(dg.render(G, ws), clf, real_feats, requested)
+        rows[path] = verdict(dg.render(G, ws, margin=margin), clf, real_feats, requested)
         rows[path]['style_spread'] = style_spread(G, ws)
         if spread is not None or G.c_dim > 0:
             rows[path]['latent_spread'] = spread
@@ -235,7 +236,7 @@ def main(paths, data, num, classifier, json_path, note, every, net, prior):
     if json_path:
         with open(json_path, 'w') as f:
             json.dump(dict(command=dg.command_line('scripts.experiments.digit_diversity'), num=num, data=data, note=note,
-                           prior=prior_path, rows=rows), f, indent=1)
+                           prior=prior_path, margin=margin, rows=rows), f, indent=1)
 
 if __name__ == '__main__':
     main()  # pylint: disable=no-value-for-parameter

@@ -371,13 +371,15 @@ def border_models(prefix='paper/wide_', models_json='models/wide/models.json'):
                  table=_border_rows(models_d, canvas, eqt_d, wrap, frechet), margin_text='')
     m = load(prefix + 'canvas_follow_m8.json'), load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
     if None not in m:
+        div8 = load(prefix + 'digit_diversity_m8.json')
         fills['margin_text'] = (
             f'With an inference margin of {m[1]["margin"]} px (every rendering, G(0) included, drawn {m[1]["margin"]} px '
             'wider on every side and cropped: `--margin 8`, as `generate.py --margin=8`), the same models and latents: '
             f'`{m[0]["command"]}`, `python -m scripts.experiments.eqt --models-dir {models_dir} --margin 8 --out '
-            f'{out}eqt_m8.json` and `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
-            f'--models-dir {models_dir} --out {out}shift_consistency_wrap_m8`:\n\n' +
-            _border_rows(models_d, *m))
+            f'{out}eqt_m8.json`, `python -m scripts.experiments.shift_consistency --wrap --margin 8 '
+            f'--models-dir {models_dir} --out {out}shift_consistency_wrap_m8`' +
+            (f' and `{div8["command"]}` (Frechet)' if div8 else '') + ':\n\n' +
+            _border_rows(models_d, *m, frechet=_frechet(div8) if div8 else None))
     sweep = []      # (margin, baseline, default): the pair files, margin 8 from the full set's file
     for n in (4, 8, 12, 16):
         w = load(f'{prefix}shift_consistency_wrap_m{n}_pair.json') or (m[2] if n == 8 else None)
@@ -429,9 +431,9 @@ def _border_summary(prefix='paper/', models_json='models/models.json'):
                                                            prefix + 'digit_diversity.json'))
     if None in (models_d, canvas, eqt_d, wrap, div):
         return None
-    eqt8, wrap8 = load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json')
+    eqt8, wrap8, div8 = load(prefix + 'eqt_m8.json'), load(prefix + 'shift_consistency_wrap_m8.json'), load(prefix + 'digit_diversity_m8.json')
     follow = {_stem(r['snapshot']): r for r in canvas['rows']}
-    frechet = _frechet(div)
+    frechet, frechet8 = _frechet(div), (_frechet(div8) if div8 else {})
     variety = {_stem(k): r for k, r in div['rows'].items() if k != 'data'}
     rows = []
     for n in sorted(models_d['models'], key=_order):
@@ -440,7 +442,7 @@ def _border_summary(prefix='paper/', models_json='models/models.json'):
         rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
                      fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap, n), '.2f'),
                      fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f'),
-                     fmt(v.get('classes_confident'), '.2f'), fmt(v.get('shape_std'), '.3f')])
+                     fmt(frechet8.get(n), '.1f'), fmt(v.get('classes_confident'), '.2f'), fmt(v.get('shape_std'), '.3f')])
     kimg = sorted({m['kimg'] for m in models_d['models'].values()})
     wide = prefix != 'paper/'
     link = ('results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22' if wide
@@ -448,7 +450,7 @@ def _border_summary(prefix='paper/', models_json='models/models.json'):
     header = [f'[{"wide set" if wide else "committed models"}]({link}), {"/".join(f"{k:g}" for k in kimg)} kimg',
               'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
               'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet',
-              'classes (confident)', 'shape std']
+              'Frechet, margin 8', 'classes (confident)', 'shape std']
     return table(header, rows)
 
 def _get(d, name, key):

@@ -41,6 +41,8 @@ gan_lane() {     # the paper's figures, canvas following, the grids sorted by di
 other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, the DDPMs
     python -m scripts.experiments.digit_diversity "${models[@]}" --num=1000 --data="$DATA" --json "$P/digit_diversity.json" \
         "--note=the committed models against the held-out test digits"
+    python -m scripts.experiments.digit_diversity "${models[@]}" --num=1000 --data="$DATA" --margin=8 --json "$P/digit_diversity_m8.json" \
+        "--note=the committed models against the held-out test digits, 8 px inference margin"
     python -m scripts.experiments.eqt --margin=8 --out "$P/eqt_m8.json"
     python -m scripts.experiments.shift_consistency --wrap --out "$P/shift_consistency_wrap"
     python -m scripts.experiments.shift_consistency --wrap --margin=8 --out "$P/shift_consistency_wrap_m8"
