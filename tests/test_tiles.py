@@ -93,9 +93,9 @@ def test_a_plain_host_generator_is_converted_and_tiles():
                                whole(G, ws, canvas, tiles.tile_margin(G)), atol=ATOL, rtol=0)
 
 def test_an_older_pickled_mspe_class_is_rebuilt_in_the_current_one():
-    """The committed digit model was pickled with an mspe_plugin that had no margins: it is rebuilt
+    """A snapshot pickled with an mspe_plugin that had no margins (tests/data/legacy) is rebuilt
     with the same weights (same training-grid image) and then tiles."""
-    with open(os.path.join(ROOT, 'results', 'models', 'mspe.pkl'), 'rb') as f:
+    with open(os.path.join(ROOT, 'tests', 'data', 'legacy', 'mspe-old-tiny.pkl'), 'rb') as f:
         old = legacy.load_network_pkl(f)['G_ema'].eval()
     G = tiles.canvas_generator(old)
     assert G.synthesis.pe == old.synthesis.pe == 'mspe'

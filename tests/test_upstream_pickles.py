@@ -309,11 +309,12 @@ def test_earlier_pickle_with_1d_filters_loads_in_upstreams_layout(tmp_path):
     assert torch.allclose(load(weights)['G_ema'](z, None, noise_mode='const'), G(z, None, noise_mode='const'), atol=1e-5)
 
 @pytest.mark.parametrize('name', ['baseline', 'mspe'])
-def test_committed_models_load_render_every_canvas_and_resume(name):
-    """results/models/*.pkl were written by the host before it stored filters as upstream does."""
+def test_older_snapshots_load_render_every_canvas_and_resume(name):
+    """Snapshots written before the host stored filters as upstream does and before the plugin had
+    margins (tests/data/legacy: tiny generators of the class pickled in the earlier committed models)."""
     from mspe_plugin import register
     from mspe_plugin.encoding import Canvas
-    path = os.path.join(ROOT, 'results', 'models', f'{name}.pkl')
+    path = os.path.join(ROOT, 'tests', 'data', 'legacy', f'{name}-old-tiny.pkl')
     with open(path, 'rb') as f:
         raw = pickle.load(f)['G_ema'].eval()       # as stored: 1-D filters
     assert raw.synthesis.b8.resample_filter.ndim == 1
