@@ -516,7 +516,7 @@ def summary_table():
                   f'reals): {walls} (cold: the reals\' features extracted first; warm: found in the cache).']
     tb = load('bench/tiles.json')
     if tb is not None:
-        lines += ['', f'Tiled rendering (`{tb["command"]}`, {tb["device"]}, {tb["torch_threads"]} thread): a '
+        lines += ['', f'Tiled rendering (`{tb["command"]}`, {tb["device"]}, {tb["torch_threads"]} thread{"s" if tb["torch_threads"] != 1 else ""}): a '
                   f'{tb["canvas"][0]} x {tb["canvas"][1]} canvas of `{tb["network"]}` in {tb["tiles"]} tiles of {tb["tile"]} px, '
                   f'{tb["seconds"]:g} s, peak memory growth {tb["peak_growth_during_render_mb"]:g} MB '
                   f'(one {tb["tile"]} px tile alone: {tb["one_tile"]["peak_growth_during_render_mb"]:g} MB).']
