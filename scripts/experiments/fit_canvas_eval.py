@@ -206,7 +206,7 @@ def parse_range(text, flag, example):
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--mspe', 'mspe_pkl', default=os.path.join(ROOT, 'results', 'models', 'mspe_rs.pkl'), show_default=True, help='MS-PE snapshot')
+@click.option('--mspe', 'mspe_pkl', default=os.path.join(ROOT, 'results', 'models', 'default.pkl'), show_default=True, help='MS-PE snapshot (default: the --cfg=mspe model)')
 @click.option('--baseline', 'baseline_pkl', default=os.path.join(ROOT, 'results', 'models', 'baseline.pkl'), show_default=True, help='Baseline snapshot')
 @click.option('--num-digits', type=click.IntRange(min=1), default=50, show_default=True, help='Held-out test digits')
 @click.option('--num-steps', type=click.IntRange(min=1), default=100, show_default=True, help='Projection steps (each mode)')
