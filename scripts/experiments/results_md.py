@@ -422,11 +422,11 @@ def results_page(template_text):
         out.append(f'Not yet produced: {", ".join(missing)}.\n')
     return ''.join(out), missing
 
-def _border_summary(prefix='paper/', models_json='models/models.json'):
-    """The README's table of a model set (the committed one by default): canvas following, EQ-T
-    and rolled PSNR (plain and with the 8 px inference margin), Frechet distance and shape variety;
-    None until its JSON files exist."""
-    models_d, canvas, eqt_d, wrap, div = (load(n) for n in (models_json, prefix + 'canvas_follow.json',
+def _border_summary(prefix='paper/'):
+    """The README's table of the committed models: canvas following, EQ-T and rolled PSNR (plain
+    and with the 8 px inference margin), Frechet distance and shape variety; None until its JSON
+    files exist."""
+    models_d, canvas, eqt_d, wrap, div = (load(n) for n in ('models/models.json', prefix + 'canvas_follow.json',
                                                            prefix + 'eqt.json', prefix + 'shift_consistency_wrap.json',
                                                            prefix + 'digit_diversity.json'))
     if None in (models_d, canvas, eqt_d, wrap, div):
@@ -444,10 +444,8 @@ def _border_summary(prefix='paper/', models_json='models/models.json'):
                      fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f'),
                      fmt(frechet8.get(n), '.1f'), fmt(v.get('classes_confident'), '.2f'), fmt(v.get('shape_std'), '.3f')])
     kimg = sorted({m['kimg'] for m in models_d['models'].values()})
-    wide = prefix != 'paper/'
-    link = ('results/README.md#the-border-recipe-on-wider-class-conditional-models-issue-22' if wide
-            else 'results/README.md#do-the-committed-models-follow-the-canvas-issue-22')
-    header = [f'[{"wide set" if wide else "committed models"}]({link}), {"/".join(f"{k:g}" for k in kimg)} kimg',
+    link = 'results/README.md#do-the-committed-models-follow-the-canvas-issue-22'
+    header = [f'[committed models]({link}), {"/".join(f"{k:g}" for k in kimg)} kimg',
               'moved at d = 8, share of d', 'moved on 2x canvas, share of R/2', 'ink extent at zoom 2, x', 'EQ-T', 'EQ-T frac',
               'rolled PSNR (d + 0.5)', 'EQ-T, margin 8', 'EQ-T frac, margin 8', 'rolled PSNR, margin 8', 'Frechet',
               'Frechet, margin 8', 'classes (confident)', 'shape std']
