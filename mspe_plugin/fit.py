@@ -17,6 +17,19 @@ and contrast, smooth in the offset.
 
 The caller then refines origin, zoom and w jointly from the best few (the projector's restarts).
 Host-agnostic: `render(ws, canvas)` is any function that draws ws on a canvas.
+
+The pixel objective alone cannot tell where a real target "is": a generator that can draw a
+digit a little larger or a pixel further right reconstructs it as well on a wrong canvas. What
+does pin the canvas is the alignment of the training data, which the generator learned: its
+samples draw their content at a typical place and size on the training grid. Anchoring measures
+the target's content frame (centre and extent, `content_frame`) and returns the canvas on which
+the generator's typical frame lands exactly there:
+
+    typical = typical_frame(content_frame(samples_on_the_training_grid))
+    canvas = anchor_canvas(canvas, R, content_frame(target)[0], typical, fit_zoom=True)
+
+It needs content on a plain background (digits, sketches, objects on white): the frame is
+measured on each pixel's distance from the image's background colour.
 """
 
 import dataclasses
@@ -191,3 +204,88 @@ def content_centre(target):
     xs = torch.arange(g.shape[1], dtype=g.dtype, device=g.device)
     total = weight.sum()
     return (float((weight.sum(dim=1) * ys).sum() / total), float((weight.sum(dim=0) * xs).sum() / total))
+
+#----------------------------------------------------------------------------
+# Anchoring: the canvas on which the generator's typical content frame lands on the target's.
+
+CENTRE_FLOOR = 0.3                                  # content weight below this (of the strongest) is left out of the centre
+EXTENT_LEVELS = (0.15, 0.25, 0.35, 0.45, 0.55)      # the extent is the mean of the profile's widths at these levels
+
+def content_weight(images):
+    """[N, C, H, W] in [-1, 1] -> [N, H, W] in [0, 1]: how far each pixel's intensity (its largest
+    channel) is from the background's (the image's median intensity), scaled so that the strongest
+    pixel is 1. The outermost ring of pixels weighs 0: a zero-padded generator drawn without a
+    margin can put a faint line there, which is not content."""
+    intensity = images.float().clamp(-1, 1).amax(dim=1)          # a generator overshoots [-1, 1]; an image file cannot
+    w = (intensity - intensity.flatten(1).median(dim=1).values[:, None, None]).abs()
+    w = w / w.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None]
+    w[:, :1] = 0
+    w[:, -1:] = 0
+    w[:, :, :1] = 0
+    w[:, :, -1:] = 0
+    return w
+
+def _widths(profiles, level):
+    """Widths [N] of profiles [N, L] at `level`: from the first to the last crossing, linearly
+    interpolated between pixels (sub-pixel); 0 where nothing rises above the level."""
+    above = profiles > level
+    L = profiles.shape[1]
+    idx = torch.arange(L, device=profiles.device)
+    first = torch.where(above, idx, L).amin(dim=1).clamp(max=L - 1)
+    last = torch.where(above, idx, -1).amax(dim=1).clamp(min=0)
+    take = lambda i: profiles.gather(1, i[:, None])[:, 0]
+    lo = first.to(profiles.dtype)
+    before = take((first - 1).clamp(min=0))
+    lo = torch.where(first > 0, lo - (take(first) - level) / (take(first) - before).clamp_min(1e-6), lo)
+    hi = last.to(profiles.dtype)
+    after = take((last + 1).clamp(max=L - 1))
+    hi = torch.where(last < L - 1, hi + (take(last) - level) / (take(last) - after).clamp_min(1e-6), hi)
+    return torch.where(above.any(dim=1), hi - lo, torch.zeros_like(hi))
+
+def content_frame(images):
+    """The content frame of every image [N, C, H, W] in [-1, 1] -> [N, 3]: (cy, cx) the centre of
+    the content (centroid of the content weight above CENTRE_FLOOR) and its extent, the larger of
+    its height and width (widths of the row and column profiles of the weight, mean over
+    EXTENT_LEVELS), all in output pixels of the image."""
+    w = content_weight(images)
+    H, W = w.shape[1:]
+    core = (w - CENTRE_FLOOR).clamp_min(0)
+    total = core.sum(dim=(1, 2)).clamp_min(1e-6)
+    ys = torch.arange(H, dtype=w.dtype, device=w.device)
+    xs = torch.arange(W, dtype=w.dtype, device=w.device)
+    cy = (core.sum(dim=2) * ys).sum(dim=1) / total
+    cx = (core.sum(dim=1) * xs).sum(dim=1) / total
+    rows, cols = w.amax(dim=2), w.amax(dim=1)
+    height = torch.stack([_widths(rows, level) for level in EXTENT_LEVELS]).mean(dim=0)
+    width = torch.stack([_widths(cols, level) for level in EXTENT_LEVELS]).mean(dim=0)
+    return torch.stack([cy, cx, torch.maximum(height, width)], dim=1)
+
+def touches_frame(images, band=2):
+    """[N] bool: whether content (weight above CENTRE_FLOOR) lies within `band` pixels of the
+    image's edge (inside the ignored outer ring), i.e. it may be cut off and its frame partial."""
+    w = content_weight(images)
+    edge = torch.zeros_like(w, dtype=torch.bool)
+    edge[:, :band + 1] = edge[:, -band - 1:] = True
+    edge[:, :, :band + 1] = edge[:, :, -band - 1:] = True
+    return ((w > CENTRE_FLOOR) & edge).flatten(1).any(dim=1)
+
+def typical_frame(frames):
+    """The generator's typical content frame: the per-column median of frames [N, 3] of its
+    samples on the training grid (a median: a few odd samples do not move it) -> (cy, cx, extent)."""
+    frames = frames[frames[:, 2] > 0]
+    if len(frames) == 0:
+        raise ValueError('No sample has content to measure (blank images?); anchoring needs a frame of the generator\'s content.')
+    return tuple(float(v) for v in frames.median(dim=0).values)
+
+def anchor_canvas(canvas, img_resolution, target_frame, typical, fit_zoom=True):
+    """The canvas (keeping `canvas`' output size, wrap and margin) on which the typical frame
+    (training pixels) lands on `target_frame` (cy, cx, extent in output pixels): its zoom is the
+    ratio of the extents (kept at canvas.zoom without fit_zoom) and its origin puts the typical
+    centre under the target's. Output pixel p shows training pixel origin + p / zoom."""
+    cy, cx, extent = (float(v) for v in target_frame)
+    ty, tx, typical_extent = (float(v) for v in typical)
+    if extent <= 0:
+        raise ValueError('The target has no content to measure (a blank image?); anchoring needs a target with content.')
+    zoom = extent / typical_extent if fit_zoom else float(canvas.zoom)
+    origin = (ty - cy / zoom, tx - cx / zoom)
+    return dataclasses.replace(canvas, origin=origin, zoom=zoom, size=canvas.output_size(img_resolution))

@@ -14,7 +14,10 @@ CPU or GPU and for targets of any size. Additions:
   --fit-canvas       find the canvas origin: a coarse global search (mspe_plugin.fit), then
                      origin and w refined jointly from the best few placements (restarts), then
                      the full run: unaligned targets need no alignment first;
-  --fit-zoom         with --fit-canvas, also search and optimise the zoom.
+  --fit-zoom         with --fit-canvas, also search and optimise the zoom;
+  --fit-method       with --fit-canvas: 'search' (the above) or 'anchor': the canvas on which the
+                     generator's typical content frame (median centre and extent of its samples)
+                     lands on the target's, then w projected on it (content on a plain background).
 The target is centre-cropped to the canvas' aspect ratio and resized to the canvas' size (the
 training resolution when no canvas flag is given). Writes target.png, proj.png,
 projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas and, with --fit-canvas, the
@@ -193,6 +196,8 @@ def project(
     search_zoom_range       = (0.5, 2.0),# Coarse search with fit_zoom: zooms in this range times canvas.zoom.
     search_latents          = 8,        # Coarse search, unconditional G: latents scored (w_avg and neighbours).
     search_top              = 3,        # Restarts: the best distinct canvases, each refined briefly.
+    fit_method              = 'search', # With fit_canvas: 'search' (search, restarts, joint refinement) or 'anchor' (below).
+    anchor_samples          = 1000,     # fit_method='anchor': samples of G whose median content frame is the typical one.
     restart_steps           = None,     # Steps of each restart (None = num_steps // 10, at least 10).
     final_canvas_lr_scale   = 0.25,     # Learning rates of origin and zoom in the full run after the restarts, times this.
     loss                    = 'auto',   # 'auto', 'lpips' or 'pixel' (see make_loss), or a callable.
@@ -211,11 +216,19 @@ def project(
     refinements of origin, zoom and w from the `search_top` best placements (restarts); the full
     run from the best of them. Origin and zoom are optimised as the training point seen at the
     target's content centre and log(zoom), so a zoom update scales the content in place.
+
+    With fit_method='anchor' the canvas is instead the one on which G's typical content frame
+    (the median centre and extent of `anchor_samples` samples on the training grid) lands on the
+    target's content frame (mspe_plugin.fit.anchor_canvas): the alignment G learned from its
+    data, for content on a plain background. w is then projected on that canvas, which stays put.
     """
     log = log or (lambda *args: None)
     device = torch.device(device) if device is not None else plugins.default_device()
     if fit_zoom and not fit_canvas:
         raise ValueError('fit_zoom needs fit_canvas.')
+    if fit_method not in ('search', 'anchor'):
+        raise ValueError(f"fit_method must be 'search' or 'anchor', got {fit_method!r}.")
+    moving = fit_canvas and fit_method == 'search'     # the canvas is optimised together with w
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     R = G.img_resolution
     if fit_canvas:
@@ -248,7 +261,7 @@ def project(
     w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
     num_ws = G.num_ws
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
-    pivot = torch.tensor(fit.content_centre(target_images), dtype=torch.float64, device=device) if fit_canvas else None
+    pivot = torch.tensor(fit.content_centre(target_images), dtype=torch.float64, device=device) if moving else None
 
     def run(steps, origin0, zoom0, w0, record, canvas_lr_scale=1.0):
         """One Adam run from w0 [1, 1, C] at (origin0, zoom0) -> (losses, ws per step, canvas per
@@ -262,15 +275,15 @@ def project(
         groups = [dict(params=[w_opt] + noise_bufs, base_lr=initial_learning_rate)]
         cv = None
         if canvas is not None:
-            log_zoom = torch.tensor(math.log(zoom0), dtype=torch.float64, device=device, requires_grad=fit_zoom)
+            log_zoom = torch.tensor(math.log(zoom0), dtype=torch.float64, device=device, requires_grad=fit_zoom and moving)
             origin = torch.tensor(origin0, dtype=torch.float64, device=device)
             # The training point at the content centre: zooming about it keeps the content in place.
-            anchor = (origin + pivot / log_zoom.detach().exp()).requires_grad_(True) if fit_canvas else None
+            anchor = (origin + pivot / log_zoom.detach().exp()).requires_grad_(True) if moving else None
             place = lambda: anchor - pivot / log_zoom.exp()
-            cv = FittedCanvas(canvas, R, place(), log_zoom) if fit_canvas else _moved(canvas, R, origin0, zoom0)
-            if fit_canvas:
+            cv = FittedCanvas(canvas, R, place(), log_zoom) if moving else _moved(canvas, R, origin0, zoom0)
+            if moving:
                 groups.append(dict(params=[anchor], base_lr=origin_learning_rate * canvas_lr_scale))
-            if fit_zoom:
+            if fit_zoom and moving:
                 groups.append(dict(params=[log_zoom], base_lr=zoom_learning_rate * canvas_lr_scale))
         optimizer = torch.optim.Adam(groups, betas=(0.9, 0.999), lr=initial_learning_rate)
         losses, ws_steps, canvases = [], [], []
@@ -281,7 +294,7 @@ def project(
             lr_ramp = (0.5 - 0.5 * math.cos(lr_ramp * math.pi)) * min(1.0, t / lr_rampup_length)
             for group in optimizer.param_groups:
                 group['lr'] = group['base_lr'] * lr_ramp
-            if fit_canvas:
+            if moving:
                 cv.origin = place()
             ws = (w_opt + torch.randn_like(w_opt) * w_noise_scale).expand([1, num_ws, -1])
             dist = loss_fn(_render(G, ws, cv))
@@ -294,20 +307,34 @@ def project(
                     buf -= buf.mean()
                     buf *= buf.square().mean().rsqrt()
             losses.append(float(dist.detach()))
-            if fit_canvas:
+            if moving:
                 cv.origin = place()
             if record:
                 ws_steps.append(w_opt.detach().expand([1, num_ws, -1])[0].cpu().clone())
-                canvases.append(cv.frozen() if fit_canvas else cv)
+                canvases.append(cv.frozen() if moving else cv)
                 if progress is not None:
                     progress(step + 1, steps, losses[-1], canvases[-1])
                 elif step % max(num_steps // 20, 1) == 0 or step == steps - 1:
                     log(f'step {step + 1:>4d}/{steps}: dist {losses[-1]:<6.4f} loss {float(total.detach()):<6.4f}')
-        final = cv.frozen() if fit_canvas else cv
+        final = cv.frozen() if moving else cv
         return losses, ws_steps, canvases, (final.origin if final is not None else None, final.zoom if final is not None else None, w_opt.detach())
 
     origin0, zoom0, w0 = (tuple(canvas.origin), float(canvas.zoom), w_avg) if canvas is not None else ((0.0, 0.0), 1.0, w_avg)
-    if fit_canvas:
+    if fit_canvas and fit_method == 'anchor':
+        start = time.time()
+        with torch.no_grad():
+            count = min(int(anchor_samples), w_avg_samples)
+            frames = torch.cat([fit.content_frame(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), None))
+                                for i in range(0, count, 100)])
+        typical = fit.typical_frame(frames)
+        found = fit.anchor_canvas(canvas, R, fit.content_frame(target_images)[0], typical, fit_zoom=fit_zoom)
+        candidates = [fit.Candidate(origin=found.origin, zoom=found.zoom, latent=-1, score=float('nan'))]
+        origin0, zoom0 = found.origin, found.zoom
+        log(f'anchor: typical frame of {len(frames)} samples: centre ({typical[0]:.2f}, {typical[1]:.2f}), extent {typical[2]:.2f} '
+            f'training pixels; canvas origin ({origin0[0]:.2f}, {origin0[1]:.2f}) zoom {zoom0:.3f} ({time.time() - start:.1f} s)')
+        if bool(fit.touches_frame(target_images)[0]):
+            log('anchor: the target\'s content reaches its edge; if it is cut off there, its frame (and so the canvas) is partial')
+    elif fit_canvas:
         start = time.time()
         latents = _search_latents(w_samples[:, 0], labels, G.c_dim, search_latents, w_avg[0])[:, None, :]     # [K, 1, C]
         candidates = fit.search_canvas(lambda ws, cv: _render(G, ws, cv), latents.expand([-1, num_ws, -1]), target_images,
@@ -330,7 +357,7 @@ def project(
         candidates = None
     # After the search the canvas is close: the full run moves it slowly, so w (which can shift a
     # digit a little too) does not drag it along while it learns the details.
-    losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True, canvas_lr_scale=final_canvas_lr_scale if fit_canvas else 1.0)
+    losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True, canvas_lr_scale=final_canvas_lr_scale if moving else 1.0)
     return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, candidates=candidates,
                       loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
 
@@ -456,9 +483,12 @@ def load_generator(network_pkl, device):
 @click.option('--vgg16', 'vgg16_url', help='URL or local path of the TorchScript VGG16 for LPIPS', default=VGG16_URL, metavar='URL')
 @click.option('--fit-canvas', help='Find the canvas origin (coarse search, restarts, joint refinement with w)', is_flag=True)
 @click.option('--fit-zoom', help='With --fit-canvas: also find the zoom (searched over 0.5x..2x)', is_flag=True)
+@click.option('--fit-method', help='With --fit-canvas: search (coarse search, restarts, joint refinement) or anchor (the canvas on which '
+              'G\'s typical content frame lands on the target\'s; content on a plain background)',
+              type=click.Choice(['search', 'anchor']), default='search', show_default=True)
 @canvas_flags
 def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdir, device_name, w_plus,
-                   loss_kind, vgg16_url, fit_canvas, fit_zoom, compile_mode='auto', **canvas_kwargs):
+                   loss_kind, vgg16_url, fit_canvas, fit_zoom, fit_method='search', compile_mode='auto', **canvas_kwargs):
     """Project given image to the latent space of pretrained network pickle.
 
     Example:
@@ -474,6 +504,8 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     device = parse_device(device_name)
     if fit_zoom and not fit_canvas:
         raise click.BadParameter('--fit-zoom works together with --fit-canvas; add --fit-canvas.', param_hint='--fit-zoom')
+    if fit_method != 'search' and not fit_canvas:
+        raise click.BadParameter('--fit-method chooses how --fit-canvas finds the canvas; add --fit-canvas.', param_hint='--fit-method')
     if fit_canvas and PLUGIN is None:
         raise click.ClickException('--fit-canvas needs the mspe plugin: pip install -e ' + os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     canvas = PLUGIN.canvas_from_options(**canvas_kwargs) if PLUGIN is not None else None
@@ -490,7 +522,7 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     target_uint8 = load_target(target_fname, size, G.img_channels)
     print(f'Projecting {target_fname} ({size[0]}x{size[1]}) on {device.type} in {"W+" if w_plus else "W"} space...')
     projection = project(G, torch.tensor(target_uint8.transpose(2, 0, 1), device=device), num_steps=num_steps,
-                         w_plus=w_plus, canvas=canvas, fit_canvas=fit_canvas, fit_zoom=fit_zoom, loss=loss_kind,
+                         w_plus=w_plus, canvas=canvas, fit_canvas=fit_canvas, fit_zoom=fit_zoom, fit_method=fit_method, loss=loss_kind,
                          vgg16_url=vgg16_url, seed=seed, device=device, log=print, progress=print_progress,
                          compile_mode=compile_mode)
     print(f'Loss: {projection.loss_name}; final distance {projection.losses[-1]:.4f}.')
@@ -515,9 +547,13 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     if final_canvas is not None:
         extra = dict(canvas_origin=np.array(final_canvas.origin, dtype=np.float64), canvas_size=np.array(size, dtype=np.int64),
                      canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap))
-    if projection.candidates:
+    if projection.candidates and fit_method == 'anchor':
+        extra.update(fit_method=np.str_(fit_method))
+        print(f'Fitted canvas (anchored to the typical content frame): origin ({final_canvas.origin[0]:.3f}, '
+              f'{final_canvas.origin[1]:.3f}), zoom {final_canvas.zoom:.4f}, size {size[0]}x{size[1]}')
+    elif projection.candidates:
         best = projection.candidates[0]
-        extra.update(fit_search_origin=np.array(best.origin, dtype=np.float64), fit_search_zoom=np.float64(best.zoom),
+        extra.update(fit_method=np.str_(fit_method), fit_search_origin=np.array(best.origin, dtype=np.float64), fit_search_zoom=np.float64(best.zoom),
                      fit_search_latent=np.int64(best.latent), fit_search_score=np.float64(best.score))
         print(f'Fitted canvas: origin ({final_canvas.origin[0]:.3f}, {final_canvas.origin[1]:.3f}), zoom {final_canvas.zoom:.4f}, '
               f'size {size[0]}x{size[1]} (coarse search: origin ({best.origin[0]:.2f}, {best.origin[1]:.2f}), zoom {best.zoom:.3f}, '

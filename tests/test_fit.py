@@ -94,6 +94,50 @@ def test_zoom_grid_spans_the_range_geometrically():
     with pytest.raises(ValueError):
         fit.zoom_grid((2.0, 1.0))
 
+def test_content_frame_measures_centre_and_extent_sub_pixel():
+    """A bright bar on any plain background: its centre, and its longer side as the extent,
+    to a fraction of a pixel; a soft edge moves the extent by less than its own width."""
+    img = torch.full([2, 3, 24, 24], 0.6)                   # a grey background (not black)
+    img[0, :, 5:9, 10:20] = -1.0                            # a dark 4 x 10 bar: centre (6.5, 14.5)
+    img[1, 0, 3:15, 4:7] = 1.0                              # a red 12 x 3 bar on grey: centre (8.5, 5)
+    frame = fit.content_frame(img)
+    assert torch.allclose(frame[:, :2], torch.tensor([[6.5, 14.5], [8.5, 5.0]]), atol=0.05), frame
+    assert abs(float(frame[0, 2]) - 10) < 0.7 and abs(float(frame[1, 2]) - 12) < 0.7, frame
+    soft = img[:1].clone()
+    soft[0, :, 5:9, 20] = -0.2                              # half-strength column after the bar
+    assert 0 < float(fit.content_frame(soft)[0, 2] - frame[0, 2]) < 1
+
+def test_content_frame_ignores_the_outer_ring():
+    """The faint line a zero-padded generator can draw along its edge at margin 0 is not content."""
+    img = torch.full([1, 3, 20, 20], -1.0)
+    img[:, :, 6:10, 6:12] = 1.0
+    ringed = img.clone()
+    ringed[:, :, -1, :] = -0.4
+    ringed[:, :, :, -1] = -0.4
+    assert torch.allclose(fit.content_frame(img), fit.content_frame(ringed))
+
+@pytest.mark.parametrize('origin, zoom', [((-5.0, 3.0), 1.0), ((2.5, -4.0), 1.3), ((-9.0, -2.0), 0.8)])
+def test_anchor_canvas_recovers_the_canvas_of_a_real_digit(origin, zoom):
+    """A real digit seen through a known canvas: anchoring its frame to the frame it has on the
+    training grid gives back that canvas (origin within 0.25 px, zoom within 2%), and without
+    fit_zoom the zoom is kept."""
+    aligned = real_digit(0)
+    truth = Canvas(origin=origin, zoom=zoom, size=(32, 32))
+    target = fit.resample_on_canvas(aligned, truth, 32)
+    typical = fit.typical_frame(fit.content_frame(aligned))
+    found = fit.anchor_canvas(Canvas(size=(32, 32)), 32, fit.content_frame(target)[0], typical)
+    assert max(abs(a - b) for a, b in zip(found.origin, origin)) < 0.25, found
+    assert abs(found.zoom / zoom - 1) < 0.02 and found.size == (32, 32)
+    kept = fit.anchor_canvas(Canvas(size=(32, 32), zoom=1.0), 32, fit.content_frame(target)[0], typical, fit_zoom=False)
+    assert kept.zoom == 1.0
+
+def test_anchoring_refuses_blank_images_in_one_sentence():
+    blank = torch.full([2, 3, 16, 16], -1.0)
+    with pytest.raises(ValueError, match='has content to measure'):
+        fit.typical_frame(fit.content_frame(blank))
+    with pytest.raises(ValueError, match='no content'):
+        fit.anchor_canvas(Canvas(), 16, fit.content_frame(blank)[0], (8.0, 8.0, 10.0))
+
 #----------------------------------------------------------------------------
 # The projector on a real digit.
 
@@ -115,6 +159,27 @@ def test_fit_canvas_finds_a_real_digit_moved_off_the_training_quadrant(default_m
     with torch.no_grad():
         recon = default_model.synthesis(proj.ws[-1:], canvas=found, noise_mode='const')
     assert float(10 * torch.log10(4 / (recon - target).square().mean())) > 22
+
+@pytest.mark.parametrize('index, origin, zoom', [(0, (-6.0, -4.0), 1.25), (1, (-3.0, -7.5), 0.85)])
+def test_fit_method_anchor_places_real_digits_within_a_pixel_and_5_percent(default_model, index, origin, zoom):
+    """Issue 23's measure on real MNIST test digits (a 7 and a 2) moved and zoomed off the
+    training quadrant: --fit-method=anchor puts the canvas where the model's typical digit frame
+    lands on the target's (origin within 1 px, zoom within 5%), the canvas stays there while w
+    is projected, and the reconstruction on it is the digit."""
+    truth = Canvas(origin=origin, zoom=zoom, size=(32, 32))
+    target = fit.resample_on_canvas(real_digit(index), truth, 32)
+    torch.manual_seed(0)
+    lines = []
+    proj = projector.project(default_model, to_target(target), num_steps=40, loss='pixel', w_avg_samples=1000,
+                             fit_canvas=True, fit_zoom=True, fit_method='anchor', log=lines.append, progress=lambda *args: None)
+    found = proj.canvases[-1]
+    assert max(abs(a - b) for a, b in zip(found.origin, truth.origin)) < 1.0, found
+    assert abs(found.zoom / zoom - 1) < 0.05, found
+    assert proj.canvases[0] == found and proj.candidates[0].origin == found.origin
+    assert any(line.startswith('anchor: typical frame of 1000 samples') for line in lines)
+    with torch.no_grad():
+        recon = default_model.synthesis(proj.ws[-1:], canvas=found, noise_mode='const')
+    assert float(10 * torch.log10(4 / (recon - target).square().mean())) > 20
 
 def test_fit_canvas_of_a_plain_host_generator_uses_its_constant():
     """A plain StyleGAN2-ADA generator (no canvas support) fits a canvas in the same call: the

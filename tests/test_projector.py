@@ -196,6 +196,22 @@ def test_cli_fit_canvas_and_auto_loss_fallback(network_files, tmp_path):
     assert len(fitted) == 1 and 'coarse search' in fitted[0]
     assert result.stdout.count('step ') <= 12                      # progress: one line per tenth of the run
 
+def test_cli_fit_method_anchor_prints_and_saves_the_anchored_canvas(network_files, tmp_path):
+    outdir = tmp_path / 'out'
+    result = run_cli('--network', network_files['mspe'], '--target', network_files['target'], '--num-steps', '3', '--outdir', str(outdir),
+                     '--fit-canvas', '--fit-zoom', '--fit-method', 'anchor', '--save-video', 'False', '--loss', 'pixel')
+    assert result.returncode == 0, result.stderr
+    assert any(line.startswith('anchor: typical frame of') for line in result.stdout.splitlines())
+    fitted = [line for line in result.stdout.splitlines() if line.startswith('Fitted canvas (anchored')]
+    assert len(fitted) == 1
+    data = np.load(outdir / 'projected_w.npz')
+    assert str(data['fit_method']) == 'anchor' and 'fit_search_origin' not in data
+    y, x = data['canvas_origin']
+    assert f'origin ({y:.3f}, {x:.3f}), zoom {float(data["canvas_zoom"]):.4f}' in fitted[0]
+    result = run_cli('--network', network_files['mspe'], '--target', network_files['target'], '--outdir', str(tmp_path / 'o2'),
+                     '--fit-method', 'anchor')
+    assert_one_sentence_failure(result, '--fit-method', '--fit-canvas')
+
 def assert_one_sentence_failure(result, *words):
     assert result.returncode != 0
     assert 'Traceback' not in result.stderr
