@@ -189,7 +189,7 @@ def fit_canvas(names=None):
     if names is None:
         final = load('paper/fit_canvas_eval.json')
         final_set = final is not None and final['config'].get('mspe') == 'results/models/default.pkl'
-        names = (('paper/fit_canvas_eval.json', 'paper/fit_canvas_eval_anchor.json') if final_set
+        names = (('paper/fit_canvas_eval.json', 'paper/fit_canvas_eval_anchor.json', 'paper/fit_canvas_eval_anchor_m8.json') if final_set
                  else ('paper/fit_canvas_eval_wide_w.json', 'paper/fit_canvas_eval_wide.json'))
     runs = [(name, load(name)) for name in names]
     runs = [(name, d) for name, d in runs if d is not None]
@@ -198,12 +198,19 @@ def fit_canvas(names=None):
     keys = [('origin_within_1px_search', '.2f'), ('zoom_within_5pct_search', '.2f'), ('origin_within_1px', '.2f'),
             ('zoom_within_5pct', '.2f'), ('both', '.2f'), ('both_inside', '.2f'), ('origin_error_median', '.2f'), ('zoom_error_median', '.3f'),
             ('psnr_estimated', '.2f'), ('psnr_known', '.2f')]
+    def space(cfg, model):
+        margin = cfg.get('margin_mspe', cfg.get('margin', 0)) if model == 'mspe' else cfg.get('margin', 0)
+        return cfg['space'] + (f', {margin} px margin' if margin else '')
+    def inside(s):
+        return '-' if s.get('both_inside') is None else f'{s["both_inside"]:.2f} ({s["n_inside"]} of {s["n"]})'
     rows = [[label({'mspe': 'default'}.get(model, model)) + f' (`{d["config"][model]}`)', d['config'].get('fit_method', 'search'),
-             d['config']['space'], s['n']] + [fmt(s.get(k), f) for k, f in keys] for _, d in runs for model, s in d['summary'].items()]
+             space(d['config'], model), s['n']] + [inside(s) if k == 'both_inside' else fmt(s.get(k), f) for k, f in keys]
+            for _, d in runs for model, s in d['summary'].items()]
     rows.append(['issue 23 bar (default)', '', '', '', '', '', '', '', '>= 0.9', '', '', '', 'baseline + 2', ''])
     header = ['model', '`--fit-method`', 'space', 'n', 'search: origin <= 1 px', 'search: zoom <= 5%', 'fit: origin <= 1 px', 'fit: zoom <= 5%',
               'both', 'both, digit off the frame\'s edge', 'median origin error (px)', 'median zoom error', 'PSNR, canvas estimated', 'PSNR, canvas known']
-    name, cfg = runs[-1][0], runs[-1][1]['config']
+    plain = [(n, d) for n, d in runs if d['config'].get('margin_mspe', d['config'].get('margin', 0)) == d['config'].get('margin', 0)]
+    name, cfg = (plain or runs)[-1][0], (plain or runs)[-1][1]['config']     # the figure: the last file without a margin of its own
     return dict(commands=', '.join(f'`{d["config"]["command"]}`' for _, d in runs), num_digits=cfg['num_digits'],
                 num_steps=cfg['num_steps'], offsets=cfg['offsets'], zooms=cfg['zooms'], space=cfg['space'],
                 figure=os.path.splitext(name)[0].split('/', 1)[1] + '.png',

@@ -55,9 +55,11 @@ other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, t
     else
         echo "skipping ddpm_reconstruct: results/models/ddpm-{none,mspe}.pt missing (train them with scripts.experiments.ddpm_train)"
     fi
-    python -m scripts.experiments.inversion_shift --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-steps=80
+    python -m scripts.experiments.inversion_shift --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-steps=80 --modes=known,fit,anchor
     python -m scripts.experiments.fit_canvas_eval --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-digits 50 \
         --num-steps 100 --out "$P/fit_canvas_eval.json"
+    python -m scripts.experiments.fit_canvas_eval --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-digits 50 \
+        --num-steps 100 --fit-method=anchor --out "$P/fit_canvas_eval_anchor.json"
 }
 gan_lane > runs/experiments-gan.log 2>&1 &
 gan=$!
