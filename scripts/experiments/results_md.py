@@ -490,6 +490,16 @@ def summary_table():
         lines += ['', table(['[DDPM, Fig. 9](results/README.md#ddpm-reconstruction-at-an-unseen-position-paper-fig-9)'] +
                             [f'kept bottom-left, t={t}' for t in ts],
                             [[ddpm_label(name)] + [f'{k[t]:.2f}' for t in ts] for name, k in kept.items()])]
+    fits = {name: load(f'paper/{name}.json') for name in ('fit_canvas_eval', 'fit_canvas_eval_anchor')}
+    if all(d is not None and d['config'].get('mspe') == 'results/models/default.pkl' for d in fits.values()):
+        search, anchor = fits['fit_canvas_eval']['summary'], fits['fit_canvas_eval_anchor']['summary']
+        cfg = fits['fit_canvas_eval_anchor']['config']
+        lines += ['', f'[Canvas of unaligned real digits](results/README.md#finding-the-canvas-of-unaligned-real-digits-issue-23) '
+                  f'({cfg["num_digits"]} held-out digits moved by offsets {cfg["offsets"]}, zooms {cfg["zooms"]}; '
+                  '`projector.py --fit-canvas --fit-zoom`): origin within 1 px and zoom within 5% for '
+                  f'{anchor["mspe"]["both"]:.2f} of them with `--fit-method=anchor` ({search["mspe"]["both"]:.2f} with the search) '
+                  f'on the `--cfg=mspe` model, {anchor["baseline"]["both"]:.2f} ({search["baseline"]["both"]:.2f}) on the baseline; '
+                  f'PSNR with the canvas anchored {anchor["mspe"]["psnr_estimated"]:.2f} against {anchor["baseline"]["psnr_estimated"]:.2f} dB.']
     oh = load('bench/bench_pe_overhead.json')
     if oh is not None:
         lines += ['', '[Cost of MS-PE](results/README.md#what-ms-pe-costs-per-training-step) per G+D training step against '
