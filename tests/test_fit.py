@@ -245,3 +245,30 @@ def test_eval_figure_shows_each_target_above_its_reconstructions(tmp_path):
     rows = ev.save_figure({'mspe': [(a, b, b)] * 3, 'baseline': [(b, a, b)] * 3}, str(path), scale=1)
     assert rows[0] == 'mspe targets' and rows[3] == 'baseline targets'
     assert np.asarray(PIL.Image.open(path)).shape == (6 * 32, 3 * 32, 3)
+
+#----------------------------------------------------------------------------
+# The quickstart's unaligned target (scripts/tools/unaligned_digit.py).
+
+def run_tool(*args):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, '-m', 'scripts.tools.unaligned_digit', *args], cwd=ROOT, capture_output=True, text=True)
+
+def test_unaligned_digit_writes_the_moved_digit_and_its_known_canvas(tmp_path):
+    """The PNG is the real digit as the printed canvas sees it (the projector's answer key)."""
+    out = tmp_path / 'u.png'
+    result = run_tool('--index', '0', '--shift', '5,6', '--zoom', '1.25', '--out', str(out))
+    assert result.returncode == 0, result.stderr
+    assert 'known canvas: origin (-2.500, -3.300), zoom 1.2500' in result.stdout
+    img = torch.from_numpy(np.asarray(PIL.Image.open(out), dtype=np.float32).transpose(2, 0, 1) / 127.5 - 1)[None]
+    assert img.shape == (1, 3, 32, 32)
+    # Its colour is random, its intensity (largest channel) is the digit's: the same frame as the
+    # digit resampled through the printed canvas, to the PNG's rounding.
+    truth = fit.resample_on_canvas(real_digit(0), Canvas(origin=(-2.5, -3.3), zoom=1.25, size=(32, 32)), 32)
+    assert torch.allclose(fit.content_frame(img)[0], fit.content_frame(truth)[0], atol=0.1)
+
+def test_unaligned_digit_refuses_a_bad_shift_in_one_sentence(tmp_path):
+    result = run_tool('--shift', 'five', '--out', str(tmp_path / 'u.png'))
+    assert result.returncode != 0 and 'Traceback' not in result.stderr
+    assert 'DY,DX' in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / 'u.png').exists()

@@ -12,6 +12,8 @@
 # results/models/default.pkl, the unconditional `--cfg=mspe` model (MS-PE with random resizing and
 # random margins, the border recipe, results/README.md), which follows the canvas; where that one is
 # missing, the class-conditional results/models/wide/default.pkl drawing digit $CLASS (default 3).
+# Then a moved and zoomed real digit projected into default.pkl with its canvas found
+# (out/quickstart/unaligned/: target.png, proj.png, projected_w.npz with the fitted canvas).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -52,5 +54,12 @@ if [ -f results/models/default.pkl ]; then
     render results/models/default.pkl trained-
 elif [ -f results/models/wide/default.pkl ]; then
     render results/models/wide/default.pkl trained- --class="$CLASS"
+fi
+# Project an unaligned real digit (MNIST test digit 0, moved 5 px down and 6 px right, zoomed x1.25)
+# into the committed model: the canvas is found by anchoring to the model's typical digit frame.
+if [ -f results/models/default.pkl ]; then
+    python -m scripts.tools.unaligned_digit --index=0 --shift=5,6 --zoom=1.25 --out="$OUT/unaligned/target-in.png"
+    python $HOST/projector.py --network=results/models/default.pkl --target="$OUT/unaligned/target-in.png" \
+        --outdir="$OUT/unaligned" --fit-canvas --fit-zoom --fit-method=anchor --loss=pixel --num-steps=200
 fi
 echo "Done: $network rendered into $OUT/ (shift: translate strips, 2 px per frame; zoom: 2x; wide: 32x64; beyond: [-16, 48]^2)."
