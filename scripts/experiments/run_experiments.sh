@@ -60,6 +60,8 @@ other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, t
         --num-steps 100 --out "$P/fit_canvas_eval.json"
     python -m scripts.experiments.fit_canvas_eval --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-digits 50 \
         --num-steps 100 --fit-method=anchor --out "$P/fit_canvas_eval_anchor.json"
+    python -m scripts.experiments.fit_canvas_eval --mspe "$M/default.pkl" --baseline "$M/baseline.pkl" --num-digits 50 \
+        --num-steps 100 --fit-method=anchor --margin-mspe=8 --out "$P/fit_canvas_eval_anchor_m8.json"
 }
 gan_lane > runs/experiments-gan.log 2>&1 &
 gan=$!
