@@ -236,6 +236,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
     zoom_range, zoom_search = (parse_range(text, flag, example) for text, flag, example in
                                ((zoom_range, '--zoom-range', '0.75,1.5'), (zoom_search, '--zoom-search', '0.7,1.6')))
     shifts_only = zoom_range == (1.0, 1.0)
+    margin_mspe = margin if margin_mspe is None else margin_mspe
     for path in (os.path.join(mnist, 't10k-images-idx3-ubyte.gz'), os.path.join(mnist, 't10k-labels-idx1-ubyte.gz')):
         if not os.path.isfile(path):
             raise click.ClickException(f'{path} does not exist; pass --mnist with the folder of the MNIST test split.')
@@ -256,7 +257,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
         print(f'{name}:')
         own = targets if targets is not None else generated_targets(G, num_digits, seed, zoom_range)
         rows[name] = evaluate_fit(G, own, num_steps, seed, zoom_search=None if shifts_only else zoom_search, device=device, w_plus=w_plus,
-                                  margin=margin_mspe if name == 'mspe' and margin_mspe is not None else margin,
+                                  margin=margin_mspe if name == 'mspe' else margin,
                                   fit_method=fit_method, images=images.setdefault(name, []))
         summary[name] = summarize(rows[name])
     print(f'{"model":>9} {"n":>3} {"search: origin<=1px":>19} {"zoom<=5%":>9} {"fit: origin<=1px":>16} {"zoom<=5%":>9} {"both":>5} {"both, digit inside":>18} '
@@ -267,7 +268,7 @@ def main(mspe_pkl, baseline_pkl, num_digits, num_steps, zoom_range, zoom_search,
               f'{s["origin_error_median"]:>10.2f} {s["zoom_error_median"]:>12.3f} {s["psnr_estimated"]:>9.2f} {s["psnr_known"]:>10.2f}')
     config = dict(mspe=os.path.relpath(mspe_pkl, ROOT), baseline=os.path.relpath(baseline_pkl, ROOT), resolution=R,
                   targets=source, num_digits=num_digits, num_steps=num_steps, zoom_search=list(zoom_search), seed=seed, margin=margin,
-                  margin_mspe=margin if margin_mspe is None else margin_mspe,
+                  margin_mspe=margin_mspe,
                   offsets=f'uniform in [-{R / 4:g}, {R / 4:g}]^2 px', zooms=f'log-uniform in [{zoom_range[0]:g}, {zoom_range[1]:g}]',
                   zoom_fitted=not shifts_only,
                   fit_method=fit_method, loss=projector.PyramidLoss.name, space='W+' if w_plus else 'W', seconds=round(time.time() - start, 1),

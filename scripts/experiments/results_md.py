@@ -198,8 +198,9 @@ def fit_canvas(names=None):
     keys = [('origin_within_1px_search', '.2f'), ('zoom_within_5pct_search', '.2f'), ('origin_within_1px', '.2f'),
             ('zoom_within_5pct', '.2f'), ('both', '.2f'), ('both_inside', '.2f'), ('origin_error_median', '.2f'), ('zoom_error_median', '.3f'),
             ('psnr_estimated', '.2f'), ('psnr_known', '.2f')]
+    mspe_margin = lambda cfg: cfg.get('margin_mspe', cfg.get('margin', 0))     # files before --margin-mspe: --margin
     def space(cfg, model):
-        margin = cfg.get('margin_mspe', cfg.get('margin', 0)) if model == 'mspe' else cfg.get('margin', 0)
+        margin = mspe_margin(cfg) if model == 'mspe' else cfg.get('margin', 0)
         return cfg['space'] + (f', {margin} px margin' if margin else '')
     def inside(s):
         return '-' if s.get('both_inside') is None else f'{s["both_inside"]:.2f} ({s["n_inside"]} of {s["n"]})'
@@ -209,7 +210,7 @@ def fit_canvas(names=None):
     rows.append(['issue 23 bar (default)', '', '', '', '', '', '', '', '>= 0.9', '', '', '', 'baseline + 2', ''])
     header = ['model', '`--fit-method`', 'space', 'n', 'search: origin <= 1 px', 'search: zoom <= 5%', 'fit: origin <= 1 px', 'fit: zoom <= 5%',
               'both', 'both, digit off the frame\'s edge', 'median origin error (px)', 'median zoom error', 'PSNR, canvas estimated', 'PSNR, canvas known']
-    plain = [(n, d) for n, d in runs if d['config'].get('margin_mspe', d['config'].get('margin', 0)) == d['config'].get('margin', 0)]
+    plain = [(n, d) for n, d in runs if mspe_margin(d['config']) == d['config'].get('margin', 0)]
     name, cfg = (plain or runs)[-1][0], (plain or runs)[-1][1]['config']     # the figure: the last file without a margin of its own
     return dict(commands=', '.join(f'`{d["config"]["command"]}`' for _, d in runs), num_digits=cfg['num_digits'],
                 num_steps=cfg['num_steps'], offsets=cfg['offsets'], zooms=cfg['zooms'], space=cfg['space'],
