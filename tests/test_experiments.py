@@ -242,6 +242,39 @@ def test_ddpm_extended_canvas_moves_the_border_and_keeps_the_encoding_on_the_con
     _, config, _ = ddpm_train.load_model(str(tmp_path / 'c' / 'final.pt'))
     assert rec.model_name(config) == 'mspe-margin8-pe-on-canvas'
 
+def test_ddpm_random_windows_spread_the_content_over_the_whole_window(tmp_path):
+    """--window: every image lands at its own offset on its background, cut at the window's edge,
+    and over many draws the content's place is spread over the whole window (no position is where
+    digits belong); the model decodes its window with the encoding on the window's grid."""
+    from scripts.experiments import ddpm_train
+    from scripts.experiments import ddpm_reconstruct as rec
+    x = -torch.ones(400, 3, 16, 16)
+    x[:, :, 2:4, 2:4] = 1                              # content in the upper-left corner, as in the biased data
+    out = ddpm_train.place_in_window(x, 32, torch.Generator().manual_seed(0))
+    assert out.shape == (400, 3, 32, 32)
+    mass = (out[:, 0] > 0).float()
+    counts = mass.sum(dim=(1, 2))
+    assert set(counts.tolist()) <= {0.0, 1.0, 2.0, 4.0}  # whole, cut at an edge, or outside the window
+    assert (counts == 4).float().mean() > 0.6
+    rows = torch.arange(32.0)
+    com_y = (mass.sum(dim=2) * rows).sum(dim=1)[counts == 4] / 4
+    com_x = (mass.sum(dim=1) * rows).sum(dim=1)[counts == 4] / 4
+    for com in (com_y, com_x):                         # spread over the window, not kept in the corner
+        assert com.min() < 4 and com.max() > 26 and 11 < float(com.mean()) < 19
+    assert (out[:, 1:][(mass == 0)[:, None].expand(-1, 2, -1, -1)] == -1).all()   # the rest is the background
+    data = write_zip(tmp_path / 'blocks.zip', ((x[:4].permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8), range(4))
+    common = ['--data', data, '--pe', 'mspe', '--batch', '2', '--channels', '8,16', '--steps', '1']
+    for bad, message in [(['--window', '8'], 'whole 16 px image'), (['--window', '25'], 'multiple of 2'),
+                         (['--window', '32', '--margin', '8'], 'replaces --margin')]:
+        result = CliRunner().invoke(ddpm_train.main, common + ['--outdir', str(tmp_path / 'bad')] + bad)
+        assert result.exit_code != 0 and message in result.output, result.output
+    run = CliRunner().invoke(ddpm_train.main, common + ['--outdir', str(tmp_path / 'w'), '--window', '32'])
+    assert run.exit_code == 0, run.output
+    _, config, _ = ddpm_train.load_model(str(tmp_path / 'w' / 'final.pt'))
+    assert config['window'] == 32 and rec.model_name(config) == 'mspe-window32'
+    assert rec.inference_margin(config, 'model') == 16 and rec.pe_on_canvas(config)
+    assert not rec.pe_on_canvas(dict(config, window=0, margin=8))
+
 def test_ddpm_reconstruction_with_a_margin_decodes_the_extended_canvas_and_crops_the_input_back():
     """Fig. 9 for margin-trained models: the input is decoded on the canvas extended by the margin
     (split evenly), with the encoding on the content (or on the canvas, as trained), and the crop

@@ -15,7 +15,8 @@ keep it where it was.
 
 A model trained on randomly extended canvases (ddpm_train.py --margin=M) reconstructs, by
 default, on the input extended by M background pixels split evenly between the sides, the
-canvas it was trained on, and the result is cropped back (`--margin` sets another margin for
+canvas it was trained on, and the result is cropped back; one trained on random W-px windows
+(--window=W) decodes a W-px canvas with the input in its middle, its encoding on that canvas (`--margin` sets another margin for
 every model; 0 = the plain input). `--pe-shift=DY,DX` moves the MS-PE models' coordinates (the
 canvas API's job): 16,0 gives the bottom-left digit the coordinates the training digits had.
 
@@ -45,9 +46,17 @@ MODELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 
 def model_name(config):
     """'none' / 'mspe', plus '-margin<M>' for a model trained on randomly extended canvases (and
-    '-pe-on-canvas' when its encoding stayed on the extended canvas rather than on the content)."""
+    '-pe-on-canvas' when its encoding stayed on the extended canvas rather than on the content),
+    or '-window<W>' for one trained on random W-px windows."""
+    if config.get('window'):
+        return f'{config["pe"]}-window{config["window"]}'
     name = config['pe'] + (f'-margin{config["margin"]}' if config.get('margin') else '')
     return name + ('-pe-on-canvas' if config.get('margin_pe') == 'canvas' else '')
+
+def pe_on_canvas(config):
+    """Whether the model's encoding lies on the canvas it decodes (random-window and
+    --margin-pe=canvas models) rather than on the content."""
+    return bool(config.get('window')) or config.get('margin_pe') == 'canvas'
 
 def foreground_mass(images, threshold=0.2):
     """Per-image foreground weight map [N, H, W]: brightness (max over channels, in [0, 1])
@@ -81,9 +90,12 @@ def in_bottom_left(com, size):
 
 def inference_margin(config, margin):
     """The inference margin for a model of `config`: `margin` pixels, or with margin 'model' the
-    margin it was trained with (0 for a model trained on the plain images). Raises click.BadParameter
+    margin it was trained with (0 for a model trained on the plain images; a random-window model
+    decodes its window, the input in the middle). Raises click.BadParameter
     for a margin the UNet cannot downsample or split evenly between the sides."""
     if margin == 'model':
+        if config.get('window'):
+            return int(config['window']) - int(config['resolution'])
         return int(config.get('margin', 0))
     try:
         margin = int(margin)
@@ -184,7 +196,7 @@ def main(model_paths, inputs, mnist, first, num, seeds, ts, stride, margin, pe_s
         for t in ts:
             kept, agree, coms = [], [], []
             for seed in range(seeds):
-                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed, margin=m, pe_on_canvas=config.get('margin_pe') == 'canvas',
+                rec = reconstruct(unet, x0, t, stride, seed=1000 * t + seed, margin=m, pe_on_canvas=pe_on_canvas(config),
                                   pe_shift=pe_shift if config['pe'] == 'mspe' else (0, 0))
                 com = centre_of_mass(rec)
                 kept.append(in_bottom_left(com, size).float())

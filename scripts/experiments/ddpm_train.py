@@ -34,6 +34,14 @@ tells whether MS-PE's coordinates, not only the border, carry the training set's
 
     python -m scripts.experiments.ddpm_train --pe=mspe --margin=16 --margin-pe=canvas --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-margin16-canvas --export=results/models/ddpm-mspe-margin16-canvas.pt
 
+`--window=W` takes the image border and the coordinates away together, at the cost of a W-px
+canvas per step: each image is pasted at its own random place in a W-px window of its background
+(its centre uniform over the window, cut at the window's edge) and MS-PE lies on the window's
+grid, so no position, relative to border or coordinates, is where digits belong:
+
+    python -m scripts.experiments.ddpm_train --pe=mspe --window=48 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-window48 --export=results/models/ddpm-mspe-window48.pt
+    python -m scripts.experiments.ddpm_train --pe=none --window=48 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/none-window48 --export=results/models/ddpm-none-window48.pt
+
 (the committed margin models; their runs read a copy of datasets/mnist-ul32.zip whose first 8000
 images are byte-identical, which is why their configs name another path).
 
@@ -156,13 +164,30 @@ def extend_canvas(x, offset, margin):
     out[:, :, top:top + h, left:left + w] = x
     return out, Canvas(origin=(-top, -left), size=(h + margin, w + margin))
 
-def check_margin(resolution, channels, margin):
-    """Raise click.BadParameter (for --margin) unless the UNet with `channels` per level can
+def place_in_window(x, window, generator):
+    """The random-window training canvas: each image of x [N, C, R, R] is pasted at its own random
+    offset (top, left), each drawn from [-R/2, window - R/2], into a window x window canvas of its
+    background and cut where it leaves the window. The image's centre is therefore uniform over the
+    window, and so is any content of it, wherever the dataset keeps it: neither the window's border
+    nor its coordinates say where content belongs.
+    :return: float [N, C, window, window].
+    """
+    n, c, h, w = x.shape
+    out = background(x).expand(n, c, window, window).clone()
+    offsets = torch.randint(-(h // 2), window - h // 2 + 1, [n, 2], generator=generator).tolist()
+    for i, (top, left) in enumerate(offsets):
+        y0, x0 = max(top, 0), max(left, 0)
+        y1, x1 = min(top + h, window), min(left + w, window)
+        out[i, :, y0:y1, x0:x1] = x[i, :, y0 - top:y1 - top, x0 - left:x1 - left]
+    return out
+
+def check_margin(resolution, channels, margin, option='--margin'):
+    """Raise click.BadParameter (for `option`) unless the UNet with `channels` per level can
     downsample a canvas of resolution + margin pixels."""
     multiple = 2 ** (len(channels) - 1)
     if (resolution + margin) % multiple != 0:
         raise click.BadParameter(f'the extended canvas {resolution} + {margin} must be a multiple of {multiple} '
-                                 f'(the UNet downsamples {len(channels) - 1} times): choose another margin.', param_hint='--margin')
+                                 f'(the UNet downsamples {len(channels) - 1} times): choose another margin.', param_hint=option)
 
 def load_model(path, device='cpu'):
     """The EMA UNet of a final.pt / checkpoint.pt of this script (eval mode) and its config."""
@@ -214,7 +239,9 @@ def _update_ema(ema, model, step, decay):
               help='Train on canvases extended by M background pixels, split at random between the sides each step (0 = the plain images)')
 @click.option('--margin-pe', type=click.Choice(['content', 'canvas']), default='content', show_default=True,
               help='With --margin: MS-PE coordinates stay on the content, or on the extended canvas (content at random coordinates)')
-def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin, margin_pe):
+@click.option('--window', type=click.IntRange(min=0), default=0, show_default=True,
+              help='Train on W-px windows, each image at its own random place in its window (0 = off; not with --margin)')
+def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin, margin_pe, window):
     """Train the baseline or MS-PE DDPM of Fig. 9 (see the module docstring)."""
     torch.set_num_threads(threads)
     device = dg.pick_device()
@@ -227,6 +254,12 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
     images, _ = load_zip_images(data, stop=max_images)
     resolution = images.shape[-1]
     check_margin(resolution, channel_list, margin)
+    if window:
+        if margin:
+            raise click.BadParameter('--window replaces --margin: give one of them.', param_hint='--window')
+        if window < resolution:
+            raise click.BadParameter(f'the window must hold a whole {resolution} px image: choose --window >= {resolution}.', param_hint='--window')
+        check_margin(resolution, channel_list, window - resolution, option='--window')
     config = dict(resolution=resolution, channels=channel_list, layers=layers, pe=pe, gamma_init=gamma_init,
                   pe_base=10000.0, batch=batch, lr=lr, ema=ema_decay, seed=seed, data=os.path.abspath(data),
                   num_images=len(images))
@@ -234,6 +267,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         config['margin'] = margin   # absent for margin 0: older checkpoints resume and load unchanged
         if margin_pe != 'content':
             config['margin_pe'] = margin_pe
+    if window:
+        config['window'] = window   # the encoding lies on the window's own grid
 
     os.makedirs(outdir, exist_ok=True)
     ckpt_path = os.path.join(outdir, 'checkpoint.pt')
@@ -272,6 +307,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
             x0, canvas = extend_canvas(x0, offset, margin)
             if margin_pe == 'canvas':
                 canvas = None       # the extended canvas's own grid: the content lands at random coordinates
+        if window:
+            x0 = place_in_window(x0, window, gen)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, [batch], generator=gen)
         a = alphas[t].to(device).view(-1, 1, 1, 1)
@@ -301,7 +338,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
     final_path = os.path.join(outdir, 'final.pt')
     _save_atomic(dict(format=FORMAT, config=config, step=step, ema=ema.state_dict()), final_path)
     sample_gen = torch.Generator().manual_seed(seed)
-    x = torch.randn([16, 3, resolution, resolution], generator=sample_gen).to(device)
+    side = window or resolution
+    x = torch.randn([16, 3, side, side], generator=sample_gen).to(device)
     samples = reverse_process(ema, build_scheduler(), x, 999, 10, sample_gen)
     save_grid(to_uint8(samples.cpu()), 2, os.path.join(outdir, 'samples.png'))
     if export is not None:
