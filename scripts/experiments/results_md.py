@@ -34,6 +34,8 @@ def ddpm_label(name):
         margin = rest[len('margin'):].split('-')[0]
         where = 'encoding on the canvas' if rest.endswith('pe-on-canvas') else 'encoding on the content' if pe == 'mspe' else ''
         label += f', {margin} px random margins' + (f', {where}' if where else '')
+    elif rest.startswith('window'):
+        label += f', random {rest[len("window"):]} px windows' + (', encoding on the window' if pe == 'mspe' else '')
     return label
 
 def load(name):
