@@ -55,6 +55,14 @@ def _default_tables(rows, channels, base):
     table_y = pe[channels // 2:, :, 0].clone()
     return table_x, table_y
 
+def _frequency_mask(channels, base, pixel, min_period):
+    """[C/2] float64: 1 for the channels of one axis' half (sin f_0, cos f_0, sin f_1, ...) whose
+    period, 2 pi / f_k scale pixels of `pixel` output pixels each, is at least `min_period` output
+    pixels, else 0 (f_k = base^(-2k / (C/2)), as mspe_plugin.encoding)."""
+    k = torch.arange(channels // 4, dtype=torch.float64)
+    period = 2 * np.pi * torch.exp(2 * k * np.log(base) / (channels // 2)) * pixel
+    return (period >= min_period).to(torch.float64).repeat_interleave(2)
+
 def _expand_tables(table_x, table_y):
     """[C/2, W] x-table and [C/2, H] y-table -> [C, H, W] encoding (x channels first, as encoding.py)."""
     height, width = table_y.shape[1], table_x.shape[1]
@@ -129,6 +137,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         pe_margin       = 0,        # Training renders random margins of 0..pe_margin output pixels per side, then crops them.
         pe_padding      = 'zero',   # 'zero': the host's zero-padded convolutions; 'none': padding-free (every layer's border ring cropped).
         pe_translate    = 0,        # Training renders the window at a random offset of -T..T training pixels (reals move alike: mspe_plugin.translate).
+        pe_min_period   = 0,        # Leave out (zero) encoding frequencies whose period is under this many output pixels; 0 = all.
+        pe_min_period_res = 4,      # ... at the scales of this resolution and finer.
         **kwargs,                   # Arguments for the host's SynthesisNetwork (channel_base, channel_max, ...).
     ):
         if pe not in PE_VARIANTS:
@@ -141,6 +151,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             raise ValueError(f'pe_margin must be a non-negative number of pixels, got {pe_margin!r}.')
         if isinstance(pe_translate, bool) or int(pe_translate) != pe_translate or pe_translate < 0:
             raise ValueError(f'pe_translate must be a non-negative number of pixels, got {pe_translate!r}.')
+        if isinstance(pe_min_period, bool) or not pe_min_period >= 0:
+            raise ValueError(f'pe_min_period must be a non-negative number of pixels, got {pe_min_period!r}.')
         if pe_padding not in PADDINGS:
             raise ValueError(f'Unknown pe_padding {pe_padding!r}: choose one of {", ".join(PADDINGS)}.')
         super().__init__(w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **kwargs)
@@ -150,6 +162,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         self.pe_margin = int(pe_margin)
         self.pe_padding = pe_padding
         self.pe_translate = int(pe_translate)
+        self.pe_min_period = float(pe_min_period)
+        self.pe_min_period_res = int(pe_min_period_res)
 
         R = img_resolution
         plan = self._plan(((0, R), (0, R)))
@@ -165,6 +179,10 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             rows, cols = plan[res]['pe']
             table_x, _ = _default_tables(cols, channels, self.pe_base)
             _, table_y = _default_tables(rows, channels, self.pe_base)
+            if self.pe_min_period and res >= self.pe_min_period_res:
+                # Applied where the encoding is used, so tables copied from another network keep it.
+                keep = _frequency_mask(channels, self.pe_base, R // res, self.pe_min_period)
+                self.register_buffer(f'pe_keep{res}', torch.cat([keep, keep]).to(torch.float32)[:, None, None], persistent=False)
             # Derived data: pickled with the module (so snapshots render without mspe_plugin), not in state_dict.
             self.register_buffer(f'pe_table_x{res}', table_x.to(torch.float32), persistent=False)
             self.register_buffer(f'pe_table_y{res}', table_y.to(torch.float32), persistent=False)
@@ -221,9 +239,12 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         """PE_res [C, h, w] on the index ranges (the stored tables on the training grid)."""
         table_x, table_y = getattr(self, f'pe_table_x{res}'), getattr(self, f'pe_table_y{res}')
         if canvas is None:
-            return _expand_tables(table_x, table_y)
-        return canvas.encoding(res, self.img_resolution, table_x.shape[0] * 2, base=self.pe_base, device=device,
-                               rows=ranges[0], cols=ranges[1]).to(torch.float32)
+            pe = _expand_tables(table_x, table_y)
+        else:
+            pe = canvas.encoding(res, self.img_resolution, table_x.shape[0] * 2, base=self.pe_base, device=device,
+                                 rows=ranges[0], cols=ranges[1]).to(torch.float32)
+        keep = getattr(self, f'pe_keep{res}', None)
+        return pe if keep is None else pe * keep
 
     def _constant(self, canvas, ranges=None):
         """The baseline's learned constant read on the index ranges (None: the canvas's own grid):

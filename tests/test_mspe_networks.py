@@ -250,3 +250,34 @@ def test_bad_pe_settings_give_one_sentence():
                               synthesis_kwargs=dict(channel_base=16 * 6, channel_max=6, pe='mspe'))
     with pytest.raises(ValueError, match='pe_resize'):
         make_G('mspe', pe_resize=(2.0, 0.5))
+
+def test_left_out_frequencies_are_zero_on_every_canvas_and_the_rest_is_the_plain_encoding():
+    """pe_min_period: the sin/cos pairs whose period is under P output pixels are zero at the
+    chosen scales, on the training grid and on moved canvases alike (also after the tables are
+    copied from a network without the mask, as a resume does); every other channel, and every
+    scale below pe_min_period_res, is the plain encoding; 0 leaves the generator as it was."""
+    plain = make_G('mspe')
+    masked = make_G('mspe', pe_min_period=16, pe_min_period_res=16)
+    misc.copy_params_and_buffers(plain, masked, require_all=False)
+    assert not any(name.startswith('pe_keep') for name, _ in plain.synthesis.named_buffers())
+    for canvas in [None, Canvas(origin=(3, -5)), Canvas(origin=(1.5, 2.25), zoom=1.5)]:
+        for res in masked.synthesis.block_resolutions:
+            ranges = ((0, res), (0, res))
+            a = plain.synthesis._encoding(res, canvas, ranges, 'cpu')
+            b = masked.synthesis._encoding(res, canvas, ranges, 'cpu')
+            C = a.shape[0]
+            if res < 16:
+                assert torch.equal(a, b)
+                continue
+            k = torch.arange(C // 4, dtype=torch.float64)
+            period = 2 * np.pi * 10000.0 ** (k / (C // 4)) * (R // res)        # output pixels
+            keep = (period >= 16).repeat_interleave(2).repeat(2)
+            assert 0 < int(keep.sum()) < C
+            assert torch.equal(b[keep], a[keep]) and (b[~keep] == 0).all()
+    ws = plain.mapping(torch.randn([2, 8]), None)
+    assert not torch.equal(plain.synthesis(ws, noise_mode='const'), masked.synthesis(ws, noise_mode='const'))
+    off = make_G('mspe', pe_min_period=0)
+    misc.copy_params_and_buffers(plain, off, require_all=True)
+    assert torch.equal(plain.synthesis(ws, noise_mode='const'), off.synthesis(ws, noise_mode='const'))
+    with pytest.raises(ValueError, match='pe_min_period'):
+        make_G('mspe', pe_min_period=-1)
