@@ -81,3 +81,15 @@ def test_plain_host_generator_gains_canvas_support_with_identical_output():
     assert register.with_canvas_support(canvas_G) is canvas_G
     with pytest.raises(click.ClickException, match='no canvas support'):
         register.check_canvas_support(G, Canvas(zoom=2))
+
+def test_min_period_flags_reach_the_generator_and_the_run_name():
+    kwargs = register.configure_generator(host_G_kwargs(), 'mspe', None, pe_min_period=16, pe_min_period_res=8)
+    assert kwargs.synthesis_kwargs.pe_min_period == 16.0 and kwargs.synthesis_kwargs.pe_min_period_res == 8
+    G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
+    keeps = sorted(int(name[len('pe_keep'):]) for name, _ in G.synthesis.named_buffers() if name.startswith('pe_keep'))
+    assert keeps == [8, 16]
+    assert register.run_desc_suffix('mspe', None, pe_min_period=32.0, pe_min_period_res=16) == '-mspe-minp32r16'
+    with pytest.raises(click.BadParameter, match='give --pe-min-period'):
+        register.configure_generator(host_G_kwargs(), 'mspe', None, pe_min_period_res=16)
+    with pytest.raises(click.BadParameter, match='needs a positional encoding'):
+        register.configure_generator(host_G_kwargs(), None, None, pe_min_period=16)
