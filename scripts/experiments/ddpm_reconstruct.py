@@ -16,8 +16,8 @@ keep it where it was.
 A model trained on randomly extended canvases (ddpm_train.py --margin=M) reconstructs, by
 default, on the input extended by M background pixels split evenly between the sides, the
 canvas it was trained on, and the result is cropped back; one trained on random W-px windows
-(--window=W) decodes a W-px canvas with the input in its middle, its encoding on that canvas (`--margin` sets another margin for
-every model; 0 = the plain input). `--pe-shift=DY,DX` moves the MS-PE models' coordinates (the
+(--window=W) decodes a W-px canvas with the input in its middle, its encoding on that canvas
+(`--margin` sets another margin for every model; 0 = the plain input). `--pe-shift=DY,DX` moves the MS-PE models' coordinates (the
 canvas API's job): 16,0 gives the bottom-left digit the coordinates the training digits had.
 
     python -m scripts.experiments.ddpm_reconstruct                          # results/models/ddpm-{none,mspe}.pt
