@@ -275,6 +275,29 @@ def test_ddpm_random_windows_spread_the_content_over_the_whole_window(tmp_path):
     assert rec.inference_margin(config, 'model') == 16 and rec.pe_on_canvas(config)
     assert not rec.pe_on_canvas(dict(config, window=0, margin=8))
 
+def test_ddpm_whole_windows_keep_every_image_whole_and_spread_it_over_the_window(tmp_path):
+    """--window-place=whole: every image lies whole inside its window (no window without its
+    content), at offsets spread over [0, W - R]; the flag needs --window and names the model."""
+    from scripts.experiments import ddpm_train
+    from scripts.experiments import ddpm_reconstruct as rec
+    x = -torch.ones(400, 3, 16, 16)
+    x[:, :, 0, 0] = 1                                  # content at the image's very corner
+    x[:, :, 15, 15] = 1                                # ... and at the opposite one
+    out = ddpm_train.place_in_window(x, 32, torch.Generator().manual_seed(0), place='whole')
+    mass = (out[:, 0] > 0).float()
+    assert (mass.sum(dim=(1, 2)) == 2).all()          # both corners inside, every time
+    tops = mass.sum(dim=2).argmax(dim=1).float()       # the first corner's row = the image's offset
+    assert tops.min() == 0 and tops.max() == 16 and 6 < float(tops.mean()) < 10
+    data = write_zip(tmp_path / 'blocks.zip', ((x[:4].permute(0, 2, 3, 1).numpy() + 1) * 127.5).astype(np.uint8), range(4))
+    common = ['--data', data, '--pe', 'mspe', '--batch', '2', '--channels', '8,16', '--steps', '1']
+    result = CliRunner().invoke(ddpm_train.main, common + ['--outdir', str(tmp_path / 'bad'), '--window-place', 'whole'])
+    assert result.exit_code != 0 and 'give --window=W too' in result.output, result.output
+    run = CliRunner().invoke(ddpm_train.main, common + ['--outdir', str(tmp_path / 'w'), '--window', '32', '--window-place', 'whole'])
+    assert run.exit_code == 0, run.output
+    _, config, _ = ddpm_train.load_model(str(tmp_path / 'w' / 'final.pt'))
+    assert config['window_place'] == 'whole' and rec.model_name(config) == 'mspe-window32whole'
+    assert rec.inference_margin(config, 'model') == 16
+
 def test_ddpm_reconstruction_with_a_margin_decodes_the_extended_canvas_and_crops_the_input_back():
     """Fig. 9 for margin-trained models: the input is decoded on the canvas extended by the margin
     (split evenly), with the encoding on the content (or on the canvas, as trained), and the crop

@@ -49,7 +49,7 @@ def model_name(config):
     '-pe-on-canvas' when its encoding stayed on the extended canvas rather than on the content),
     or '-window<W>' for one trained on random W-px windows."""
     if config.get('window'):
-        return f'{config["pe"]}-window{config["window"]}'
+        return f'{config["pe"]}-window{config["window"]}' + ('whole' if config.get('window_place') == 'whole' else '')
     name = config['pe'] + (f'-margin{config["margin"]}' if config.get('margin') else '')
     return name + ('-pe-on-canvas' if config.get('margin_pe') == 'canvas' else '')
 

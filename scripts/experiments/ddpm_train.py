@@ -37,10 +37,14 @@ tells whether MS-PE's coordinates, not only the border, carry the training set's
 `--window=W` takes the image border and the coordinates away together, at the cost of a W-px
 canvas per step: each image is pasted at its own random place in a W-px window of its background
 (its centre uniform over the window, cut at the window's edge) and MS-PE lies on the window's
-grid, so no position, relative to border or coordinates, is where digits belong:
+grid, so no position, relative to border or coordinates, is where digits belong. With
+`--window-place=whole` each image lies whole inside its window (offsets in [0, W - R]), so no
+window lacks its digit:
 
     python -m scripts.experiments.ddpm_train --pe=mspe --window=48 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-window48 --export=results/models/ddpm-mspe-window48.pt
     python -m scripts.experiments.ddpm_train --pe=none --window=48 --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/none-window48 --export=results/models/ddpm-none-window48.pt
+    python -m scripts.experiments.ddpm_train --pe=mspe --window=64 --window-place=whole --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/mspe-window64whole --export=results/models/ddpm-mspe-window64whole.pt
+    python -m scripts.experiments.ddpm_train --pe=none --window=64 --window-place=whole --steps=3500 --batch=32 --max-images=8000 --outdir=runs/ddpm/none-window64whole --export=results/models/ddpm-none-window64whole.pt
 
 (the committed margin models; their runs read a copy of datasets/mnist-ul32.zip whose first 8000
 images are byte-identical, which is why their configs name another path).
@@ -164,17 +168,20 @@ def extend_canvas(x, offset, margin):
     out[:, :, top:top + h, left:left + w] = x
     return out, Canvas(origin=(-top, -left), size=(h + margin, w + margin))
 
-def place_in_window(x, window, generator):
+def place_in_window(x, window, generator, place='centre'):
     """The random-window training canvas: each image of x [N, C, R, R] is pasted at its own random
-    offset (top, left), each drawn from [-R/2, window - R/2], into a window x window canvas of its
-    background and cut where it leaves the window. The image's centre is therefore uniform over the
-    window, and so is any content of it, wherever the dataset keeps it: neither the window's border
-    nor its coordinates say where content belongs.
+    offset (top, left) into a window x window canvas of its background. place='centre' draws each
+    offset from [-R/2, window - R/2] and cuts the image where it leaves the window: the image's
+    centre is uniform over the window, and so is any content of it, wherever the dataset keeps it.
+    place='whole' draws it from [0, window - R], so the image always lies whole inside (no window
+    without its content). Either way neither the window's border nor its coordinates say where
+    content belongs.
     :return: float [N, C, window, window].
     """
     n, c, h, w = x.shape
     out = background(x).expand(n, c, window, window).clone()
-    offsets = torch.randint(-(h // 2), window - h // 2 + 1, [n, 2], generator=generator).tolist()
+    low, high = (-(h // 2), window - h // 2) if place == 'centre' else (0, window - h)
+    offsets = torch.randint(low, high + 1, [n, 2], generator=generator).tolist()
     for i, (top, left) in enumerate(offsets):
         y0, x0 = max(top, 0), max(left, 0)
         y1, x1 = min(top + h, window), min(left + w, window)
@@ -241,7 +248,10 @@ def _update_ema(ema, model, step, decay):
               help='With --margin: MS-PE coordinates stay on the content, or on the extended canvas (content at random coordinates)')
 @click.option('--window', type=click.IntRange(min=0), default=0, show_default=True,
               help='Train on W-px windows, each image at its own random place in its window (0 = off; not with --margin)')
-def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin, margin_pe, window):
+@click.option('--window-place', type=click.Choice(['centre', 'whole']), default='centre', show_default=True,
+              help='With --window: the image centre uniform over the window (cut at its edge), or the image always whole inside')
+def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_init, ema_decay, snap, seed, threads, max_images, margin, margin_pe, window,
+         window_place):
     """Train the baseline or MS-PE DDPM of Fig. 9 (see the module docstring)."""
     torch.set_num_threads(threads)
     device = dg.pick_device()
@@ -260,6 +270,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
         if window < resolution:
             raise click.BadParameter(f'the window must hold a whole {resolution} px image: choose --window >= {resolution}.', param_hint='--window')
         check_margin(resolution, channel_list, window - resolution, option='--window')
+    elif window_place != 'centre':
+        raise click.BadParameter('--window-place applies to --window: give --window=W too.', param_hint='--window-place')
     config = dict(resolution=resolution, channels=channel_list, layers=layers, pe=pe, gamma_init=gamma_init,
                   pe_base=10000.0, batch=batch, lr=lr, ema=ema_decay, seed=seed, data=os.path.abspath(data),
                   num_images=len(images))
@@ -269,6 +281,8 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
             config['margin_pe'] = margin_pe
     if window:
         config['window'] = window   # the encoding lies on the window's own grid
+        if window_place != 'centre':
+            config['window_place'] = window_place   # absent for 'centre': older checkpoints resume unchanged
 
     os.makedirs(outdir, exist_ok=True)
     ckpt_path = os.path.join(outdir, 'checkpoint.pt')
@@ -308,7 +322,7 @@ def main(data, pe, steps, outdir, export, batch, lr, channels, layers, gamma_ini
             if margin_pe == 'canvas':
                 canvas = None       # the extended canvas's own grid: the content lands at random coordinates
         if window:
-            x0 = place_in_window(x0, window, gen)
+            x0 = place_in_window(x0, window, gen, window_place)
         noise = torch.randn(x0.shape, generator=gen).to(device)
         t = torch.randint(0, scheduler.config.num_train_timesteps, [batch], generator=gen)
         a = alphas[t].to(device).view(-1, 1, 1, 1)
