@@ -35,7 +35,10 @@ def ddpm_label(name):
         where = 'encoding on the canvas' if rest.endswith('pe-on-canvas') else 'encoding on the content' if pe == 'mspe' else ''
         label += f', {margin} px random margins' + (f', {where}' if where else '')
     elif rest.startswith('window'):
-        label += f', random {rest[len("window"):]} px windows' + (', encoding on the window' if pe == 'mspe' else '')
+        size = rest[len('window'):]
+        whole = size.endswith('whole')
+        label += f', random {size[:-len("whole")] if whole else size} px windows' + (', image whole inside' if whole else '') \
+            + (', encoding on the window' if pe == 'mspe' else '')
     return label
 
 def load(name):

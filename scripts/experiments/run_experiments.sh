@@ -47,7 +47,7 @@ other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, t
     python -m scripts.experiments.shift_consistency --wrap --out "$P/shift_consistency_wrap"
     python -m scripts.experiments.shift_consistency --wrap --margin=8 --out "$P/shift_consistency_wrap_m8"
     ddpms=results/models/ddpm-none.pt    # the baseline first, then every other committed DDPM
-    for d in mspe none-margin16 mspe-margin16 mspe-margin16-canvas none-window48 mspe-window48; do
+    for d in mspe none-margin16 mspe-margin16 mspe-margin16-canvas none-window48 mspe-window48 none-window64whole mspe-window64whole; do
         [ -f "results/models/ddpm-$d.pt" ] && ddpms="$ddpms,results/models/ddpm-$d.pt"
     done
     if [ -f results/models/ddpm-none.pt ] && [ -f results/models/ddpm-mspe.pt ]; then
