@@ -2,6 +2,8 @@
 conversion of a plain StyleGAN2-ADA generator (e.g. an upstream pickle) into one that can.
 """
 
+import dataclasses
+
 import click
 import torch
 
@@ -14,6 +16,21 @@ def default_device():
 def synthesis_kwargs(canvas):
     """Keyword arguments that render on `canvas` ({} for the training grid)."""
     return {} if canvas is None else {'canvas': canvas}
+
+def default_margin(G):
+    """The inference margin G renders with when none is asked for: the largest random training
+    margin of a generator trained with them (--pe-margin), whose margin-0 render shows every edge
+    at a place training rarely did (all four random margins 0), else 0."""
+    return int(getattr(getattr(G, 'synthesis', None), 'pe_margin', 0) or 0)
+
+def with_default_margin(G, canvas, margin):
+    """`canvas` (None = the training grid) as the command line asked for it: `margin` is the
+    --margin flag (None: not given, so G's default_margin; 0: none, the plain render)."""
+    if margin is not None or not default_margin(G):
+        return canvas
+    from mspe_plugin.encoding import Canvas
+    canvas = Canvas() if canvas is None else canvas
+    return dataclasses.replace(canvas, margin=max(int(canvas.margin), default_margin(G)))
 
 def with_canvas_support(G):
     """A generator that renders canvases: `G` itself when it has one, else (a plain StyleGAN2-ADA

@@ -100,7 +100,8 @@ def canvas_options(fn):
         click.option('--size', type=str, default=None, help='Output size HxW in pixels (default: the training size times zoom)', metavar='HxW'),
         click.option('--wrap', is_flag=True, default=False, help='Roll the coordinates modulo the training extent (the paper\'s rolled shift)'),
         click.option('--extent', type=str, default=None, help='Training-pixel extent Y0:Y1,X0:X1, e.g. 0:256,-128:384 beyond the border', metavar='Y0:Y1,X0:X1'),
-        click.option('--margin', type=click.IntRange(min=0), default=None, help='Render N more pixels beyond every side of the canvas and crop them (N >= G.synthesis.receptive_radius() hides zero padding at any zoom)', metavar='N'),
+        click.option('--margin', type=click.IntRange(min=0), default=None, help='Render N more pixels beyond every side of the canvas and crop them (N >= G.synthesis.receptive_radius() hides zero padding at any zoom) '
+                     '[default: the random training margin of a generator trained with --pe-margin, else 0]', metavar='N'),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -210,6 +210,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     canvas = tile = None
     if PLUGIN is not None:
         canvas = PLUGIN.canvas_from_options(**canvas_flags)
+        canvas = PLUGIN.with_default_margin(G, canvas, canvas_flags.get('margin'))     # a margin-trained G: its margin
         strip = PLUGIN.parse_translate_strip(translate_strip)
         tile = render_flags['tile']
         if tile is not None or RENDER.wants_video(render_flags['video'], render_flags['video_path']):
@@ -296,7 +297,7 @@ def write_videos(G, seeds, truncation_psi, class_idx, noise_mode, projected_w, o
             z = torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).to(device=device, dtype=torch.float32)
             latents.append((f'seed{seed:04d}', RENDER.latent_ws(G, label, truncation_psi, z=z)))
     paths = RENDER.video_files(outdir, video_out, [name for name, _ in latents], video or 'path')
-    wrap, margin = canvas_flags.get('wrap', False), canvas_flags.get('margin') or 0
+    wrap, margin = canvas_flags.get('wrap', False), canvas.margin if canvas is not None else 0
     RENDER.check_videos(paths, size, noise_mode)
     for (name, ws), path in zip(latents, paths):
         print(f'Rendering {frames} frames of {size[0]}x{size[1]} for {name} ...')

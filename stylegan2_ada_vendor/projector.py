@@ -513,6 +513,8 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
         raise click.ClickException(f'--target {target_fname} does not exist; pass the path of an image file.')
 
     G = load_generator(network_pkl, device)
+    if PLUGIN is not None:
+        canvas = PLUGIN.with_default_margin(G, canvas, canvas_kwargs.get('margin'))     # a margin-trained G: its margin
     if fit_canvas and canvas is None:
         from mspe_plugin.encoding import Canvas
         canvas = Canvas()
@@ -546,7 +548,8 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     extra = {}
     if final_canvas is not None:
         extra = dict(canvas_origin=np.array(final_canvas.origin, dtype=np.float64), canvas_size=np.array(size, dtype=np.int64),
-                     canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap))
+                     canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap),
+                     canvas_margin=np.int64(final_canvas.margin))
     if projection.candidates and fit_method == 'anchor':
         extra.update(fit_method=np.str_(fit_method))
         print(f'Fitted canvas (anchored to the typical content frame): origin ({final_canvas.origin[0]:.3f}, '

@@ -220,6 +220,32 @@ def test_translate_strip_moves_an_mspe_image_by_whole_coarse_pixels(tmp_path):
         assert np.abs(moved - ref).max() <= 1, np.abs(moved - ref).max()
     assert np.abs(frames[1] - frames[0]).max() > 10     # the content did move
 
+def test_a_margin_trained_generator_renders_with_its_margin_unless_told_otherwise(tmp_path):
+    # Trained with random margins of 0..8 px (--pe-margin=8), G renders with an 8 px margin when
+    # --margin is not given (its margin-0 edge is one training rarely drew); --margin=0 is the plain
+    # render, bit for bit; a generator trained without margins renders as before.
+    from mspe_plugin import networks as pe_networks
+    from mspe_plugin.encoding import Canvas
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=8, c_dim=0, w_dim=8, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                              synthesis_kwargs=dict(channel_base=256, channel_max=32, pe='mspe', pe_margin=8)).eval()
+    pkl = write_snapshot(G, tmp_path / 'margin.pkl')
+    z = torch.from_numpy(np.random.RandomState(1).randn(1, G.z_dim)).float()
+    with torch.no_grad():
+        plain = generate.to_uint8(G(z, torch.zeros([1, 0]), noise_mode='const'))[0]
+        margin8 = generate.to_uint8(G(z, torch.zeros([1, 0]), noise_mode='const', canvas=Canvas(margin=8)))[0]
+        moved8 = generate.to_uint8(G(z, torch.zeros([1, 0]), noise_mode='const', canvas=Canvas(origin=(0, 4), margin=8)))[0]
+    assert not np.array_equal(plain, margin8)
+    for flags, expected in [([], margin8), (['--margin=0'], plain), (['--margin=8'], margin8), (['--shift=0,4'], moved8)]:
+        outdir = tmp_path / ('out' + ''.join(flags).replace('=', '').replace(',', '_'))
+        result = invoke_generate([f'--network={pkl}', '--seeds=1', f'--outdir={outdir}', '--device=cpu'] + flags)
+        assert result.exit_code == 0, result.output
+        assert np.array_equal(read_png(outdir / 'seed0001.png'), expected), flags
+    plain_pkl = write_snapshot(tiny_mspe_generator(), tmp_path / 'plain.pkl')
+    result = invoke_generate([f'--network={plain_pkl}', '--seeds=1', f'--outdir={tmp_path / "plain"}', '--device=cpu'])
+    assert result.exit_code == 0, result.output
+    assert np.array_equal(read_png(tmp_path / 'plain' / 'seed0001.png'), expected_image(tiny_mspe_generator(), 1))
+
 def test_canvas_flags_give_a_plain_host_pickle_canvas_support(tmp_path):
     pkl = write_snapshot(tiny_generator(), tmp_path / 'net.pkl')
     outdir = tmp_path / 'out'

@@ -181,6 +181,24 @@ def test_cli_writes_projection_on_a_shifted_canvas(network_files, tmp_path):
     assert data['w'].shape == (1, G.num_ws, W_DIM)
     assert tuple(data['canvas_origin']) == (1.5, -2.0) and tuple(data['canvas_size']) == (20, 24)
 
+def test_cli_projects_a_margin_trained_generator_at_its_margin(tmp_path):
+    # --pe-margin=8 models render with their margin unless --margin says otherwise (generate.py alike).
+    pkl = str(tmp_path / 'margin.pkl')
+    torch.manual_seed(0)
+    G = pe_networks.Generator(z_dim=W_DIM, c_dim=0, w_dim=W_DIM, img_resolution=16, img_channels=3, mapping_kwargs=dict(num_layers=2),
+                              synthesis_kwargs=dict(channel_base=256, channel_max=32, pe='mspe', pe_margin=8)).eval()
+    with open(pkl, 'wb') as f:
+        pickle.dump(dict(G_ema=G), f)
+    target = str(tmp_path / 'target.png')
+    PIL.Image.fromarray(np.full([16, 16, 3], 40, dtype=np.uint8)).save(target)
+    for flags, margin in (([], 8), (['--margin', '0'], None), (['--margin', '4', '--shift', '1,1'], 4)):
+        outdir = tmp_path / f'out{len(flags)}'
+        result = run_cli('--network', pkl, '--target', target, '--num-steps', '2', '--outdir', str(outdir),
+                         '--save-video', 'false', '--loss', 'pixel', *flags)
+        assert result.returncode == 0, result.stderr
+        data = np.load(outdir / 'projected_w.npz')
+        assert (int(data['canvas_margin']) if 'canvas_margin' in data else None) == margin, flags
+
 def test_cli_fit_canvas_and_auto_loss_fallback(network_files, tmp_path):
     outdir = tmp_path / 'out'
     result = run_cli('--network', network_files['mspe'], '--target', network_files['target'], '--num-steps', '20',
