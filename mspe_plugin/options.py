@@ -1,5 +1,5 @@
 """The command-line flags a StyleGAN2-ADA host gains from the plugin, and their parsing:
-train.py's --cfg=mspe|sspe (CFG_RECIPES), --pe, --pe-resize, --pe-margin and --pe-min-period; generate.py's and projector.py's canvas flags
+train.py's --cfg=mspe|sspe (CFG_RECIPES), --pe, --pe-resize and --pe-margin; generate.py's and projector.py's canvas flags
 (--shift --zoom --size --wrap --extent --margin) and --translate-strip. Bad values end in one
 click.BadParameter sentence.
 """
@@ -12,17 +12,11 @@ PE_CHOICES = ('none', 'sspe', 'mspe')
 CFG_NAMES = ('mspe', 'sspe')
 # What --cfg=mspe / --cfg=sspe set, on top of the host's 'auto' preset, for every flag not given.
 # mspe is the border recipe (MS-PE + random resizing + random 0-8 px margins), chosen by measurement
-# (results/README.md, "The border recipe"), plus leaving out the encoding periods shorter than the
-# image at its two finest scales (recipe_min_period); the paper's plain MS-PE is --pe=mspe on any preset.
+# (results/README.md, "The border recipe"); the paper's plain MS-PE is --pe=mspe on any preset.
 CFG_RECIPES = {
     'mspe': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
     'sspe': dict(pe='sspe'),
 }
-# --cfg=mspe's --pe-min-period and --pe-min-period-res, as fractions of the training resolution R:
-# periods under R output pixels are left out at the scales of R/2 px and finer. Measured at R = 32
-# only (32 and 16: the digit copies on wide canvases came from those scales' short periods,
-# results/NOTES.md); at other resolutions the same rule is a scaling of that one measurement.
-MIN_PERIOD_RECIPE = dict(period=1.0, res=0.5)
 RESIZE_OFF = ('off', 'none', '')
 
 #----------------------------------------------------------------------------
@@ -48,21 +42,6 @@ def resolve_cfg(cfg, pe=None, pe_resize=None, pe_margin=None):
     pe_resize = recipe.get('pe_resize') if pe_resize is None else parse_pe_resize(pe_resize)
     pe_margin = pe_margin if pe_margin is not None else recipe.get('pe_margin')
     return host_cfg, pe, pe_resize, pe_margin
-
-def recipe_min_period(cfg, pe, resolution, pe_min_period=None, pe_min_period_res=None):
-    """--pe-min-period and --pe-min-period-res as given (None: not given) -> the values to use.
-
-    --cfg=mspe with MS-PE leaves out the periods under R output px at the scales of R/2 px and
-    finer (MIN_PERIOD_RECIPE; R = `resolution`, the training resolution); a flag given explicitly
-    wins, and --pe-min-period=0 switches that part of the recipe off. Otherwise the flags pass through.
-    """
-    if cfg != 'mspe' or pe != 'mspe' or pe_min_period is not None:
-        if pe_min_period == 0 and pe_min_period_res is None:
-            return None, None
-        return pe_min_period, pe_min_period_res
-    R = int(resolution)
-    res = pe_min_period_res if pe_min_period_res is not None else max(int(R * MIN_PERIOD_RECIPE['res']), 4)
-    return float(R * MIN_PERIOD_RECIPE['period']), res
 
 def parse_pe_resize(text):
     """'MIN,MAX' -> (MIN, MAX) zoom range for MS-PE with random resizing; None or 'off' -> None."""

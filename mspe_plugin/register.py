@@ -4,10 +4,7 @@ forks, patches/ add the same calls).
 
     cfg, pe, pe_resize, pe_margin = register.resolve_cfg(cfg, pe, pe_resize, pe_margin)
     # --cfg=mspe -> ('auto', 'mspe', (0.75, 1.5), 8): the border recipe; explicit flags win
-    pe_min_period, pe_min_period_res = register.recipe_min_period(cfg_given, pe, resolution, pe_min_period, pe_min_period_res)
-    # --cfg=mspe at R px -> (R, R / 2): no encoding period under R px at the two finest scales
-    register.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin,
-                                 pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res)
+    register.configure_generator(args.G_kwargs, pe, pe_resize, pe_margin=pe_margin)
     canvas = register.with_default_margin(G, canvas, margin_flag)     # a margin-trained G: its margin
     img = G(z, c, noise_mode=..., **register.synthesis_kwargs(canvas))
 
@@ -21,9 +18,9 @@ from mspe_plugin.configure import GENERATOR_CLASS, configure_generator, configur
 from mspe_plugin.convert import (check_canvas_support, default_device, default_margin, synthesis_kwargs, with_canvas_support,
                                  with_default_margin)
 from mspe_plugin.options import (CFG_NAMES, CFG_RECIPES, PE_CHOICES, canvas_from_options, canvas_options, parse_pe_resize,
-                                 parse_translate_strip, recipe_min_period, resolve_cfg, split_cfg, strip_canvases, translate_strip_option)
+                                 parse_translate_strip, resolve_cfg, split_cfg, strip_canvases, translate_strip_option)
 
 __all__ = ['CFG_NAMES', 'CFG_RECIPES', 'GENERATOR_CLASS', 'PE_CHOICES', 'canvas_from_options', 'canvas_options', 'check_canvas_support',
-           'configure_generator', 'configure_loss', 'configure_training', 'default_device', 'default_margin', 'parse_pe_resize', 'parse_translate_strip', 'recipe_min_period', 'resolve_cfg',
+           'configure_generator', 'configure_loss', 'configure_training', 'default_device', 'default_margin', 'parse_pe_resize', 'parse_translate_strip', 'resolve_cfg',
            'run_desc_suffix', 'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support',
            'with_default_margin']

@@ -12,8 +12,7 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      --label-groups-kimg (training/label_groups.py; the latter may also accompany
                      --resume-run and is then kept in training_options.json), the recipe of the
                      committed digit models;
-  MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize, --pe-margin,
-                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res
+  MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize
                      (mspe_plugin/register.py).
 """
 
@@ -648,7 +647,6 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs = {**defaults, **config_kwargs}
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
-        cfg_given = config_kwargs['cfg']
         cfg, pe, pe_resize, pe_margin = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate,
                                                             pe_min_period, pe_min_period_res)
         config_kwargs['cfg'] = cfg
@@ -656,9 +654,6 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
                 'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups', 'label_groups_kimg']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
-        if plugin is not None:      # --cfg=mspe's encoding periods follow the training resolution
-            pe_min_period, pe_min_period_res = plugin.recipe_min_period(cfg_given, pe, args.training_set_kwargs.resolution,
-                                                                        pe_min_period, pe_min_period_res)
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate,
                         pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):

@@ -30,23 +30,6 @@ def test_cfg_mspe_is_the_border_recipe_and_explicit_flags_win():
     G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
     assert G.synthesis.pe == 'mspe' and G.synthesis.pe_resize == (0.75, 1.5) and G.synthesis.pe_margin == 8
 
-def test_cfg_mspe_leaves_out_encoding_periods_shorter_than_the_image_at_the_two_finest_scales():
-    # --cfg=mspe at R px: no period under R px at the scales of R/2 and R; explicit flags win, 0 = off.
-    assert register.recipe_min_period('mspe', 'mspe', 32) == (32.0, 16)
-    assert register.recipe_min_period('mspe', 'mspe', 256) == (256.0, 128)
-    assert register.recipe_min_period('mspe', 'mspe', 32, 24) == (24, None)
-    assert register.recipe_min_period('mspe', 'mspe', 32, None, 8) == (32.0, 8)
-    assert register.recipe_min_period('mspe', 'mspe', 32, 0) == (None, None)
-    # The paper's MS-PE (--pe=mspe on a host preset) and SS-PE keep every frequency.
-    assert register.recipe_min_period('auto', 'mspe', 32) == (None, None)
-    assert register.recipe_min_period('mspe', 'sspe', 32) == (None, None)
-    period, res = register.recipe_min_period('mspe', 'mspe', 16)
-    kwargs = register.configure_generator(host_G_kwargs(), 'mspe', (0.75, 1.5), pe_margin=8, pe_min_period=period, pe_min_period_res=res)
-    G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
-    assert G.synthesis.pe_min_period == 16 and G.synthesis.pe_min_period_res == 8
-    assert hasattr(G.synthesis, 'pe_keep16') and hasattr(G.synthesis, 'pe_keep8') and not hasattr(G.synthesis, 'pe_keep4')
-    assert register.run_desc_suffix('mspe', (0.75, 1.5), pe_margin=8, pe_min_period=period, pe_min_period_res=res) == '-mspe-rs0.75-1.5-m8-minp16r8'
-
 def test_configure_training_switches_cudnn_benchmarking_off_for_random_canvases():
     for flags in (dict(pe_resize=(0.75, 1.5)), dict(pe_margin=8), dict(pe_translate=4)):
         assert register.configure_training(dnnlib.EasyDict(cudnn_benchmark=True), **flags).cudnn_benchmark is False

@@ -265,7 +265,7 @@ def test_cfg_mspe_snapshot_generates_where_mspe_plugin_cannot_be_imported(digits
                        '--tick=0.032', '--snap=1', '--kimg=0.032', '--aug=noaug')
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / 'runs')
-    assert '-auto-' in run_dir and run_dir.endswith('-mspe-rs0.75-1.5-m8-minp16r8')     # --cfg=mspe: auto plus the border recipe (16 px data)
+    assert '-auto-' in run_dir and run_dir.endswith('-mspe-rs0.75-1.5-m8')     # --cfg=mspe: auto plus the border recipe
     snapshot = snapshots(run_dir)[-1]
     out = tmp_path / 'images.npy'
     child = subprocess.run([sys.executable, '-c', BLOCK_PLUGIN_AND_GENERATE, HOST, snapshot, str(out)],
@@ -431,15 +431,6 @@ def test_random_canvases_switch_cudnn_benchmarking_off(train_module, digits_zip,
         assert _dry_run_options(train_module, digits_zip, tmp_path, *flags)['cudnn_benchmark'] is False, flags
     for flags in (['--cfg=auto'], ['--cfg=auto', '--pe=mspe'], ['--cfg=mspe', '--pe-resize=off', '--pe-margin=0']):
         assert _dry_run_options(train_module, digits_zip, tmp_path, *flags).get('cudnn_benchmark', True) is True, flags
-
-def test_cfg_mspe_sets_the_encoding_periods_from_the_training_resolution(train_module, digits_zip, tmp_path):
-    synthesis = lambda *flags: _dry_run_options(train_module, digits_zip, tmp_path, *flags)['G_kwargs']['synthesis_kwargs']
-    kwargs = synthesis('--cfg=mspe')                                    # 16 px data: periods under 16 px at 8 and 16 px
-    assert (kwargs['pe_min_period'], kwargs['pe_min_period_res']) == (16.0, 8)
-    for flags in (['--cfg=mspe', '--pe-min-period=0'], ['--cfg=auto', '--pe=mspe'], ['--cfg=sspe']):
-        assert 'pe_min_period' not in synthesis(*flags), flags
-    kwargs = synthesis('--cfg=mspe', '--pe-min-period=12')              # an explicit flag wins
-    assert kwargs['pe_min_period'] == 12.0 and 'pe_min_period_res' not in kwargs
 
 def test_cbase_and_cmax_set_the_channel_counts_of_g_and_d(train_module, digits_zip):
     args, desc, _cfg = train_module.setup_training_loop_kwargs(gpus=1, snap=1, metrics=[], seed=0, data=digits_zip,

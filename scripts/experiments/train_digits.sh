@@ -6,9 +6,8 @@
 #   sspe      positional encoding as the input only (the paper's SS-PE ablation)
 #   mspe      MS-PE: PE input + gamma_l * PE_l at every later scale
 #   mspe_rs   MS-PE with random resizing (G renders at a zoom in [0.75, 1.5], resized back)
-#   default   MS-PE with random resizing, random 0-8 px margins per side and no encoding period
-#             under 32 px at the 16 and 32 px scales (--pe-resize=0.75,1.5 --pe-margin=8
-#             --pe-min-period=32 --pe-min-period-res=16; what --cfg=mspe means at 32 px)
+#   default   MS-PE with random resizing and random 0-8 px margins per side (the border recipe,
+#             --pe-resize=0.75,1.5 --pe-margin=8; what --cfg=mspe means)
 #
 #   bash scripts/experiments/train_digits.sh                  # all four, one after another
 #   bash scripts/experiments/train_digits.sh mspe baseline    # just these
@@ -84,7 +83,7 @@ pe_flags() {
         sspe)     echo "--pe=sspe" ;;
         mspe)     echo "--pe=mspe" ;;
         mspe_rs)  echo "--pe=mspe --pe-resize=0.75,1.5" ;;
-        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8 --pe-min-period=32 --pe-min-period-res=16" ;;
+        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8" ;;
         *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs default" >&2; exit 2 ;;
     esac
 }

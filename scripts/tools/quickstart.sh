@@ -28,9 +28,8 @@ if [ ! -f "$DATA" ]; then
         --place=upper-left --colorize --resolution=32
 fi
 
-# Train (or continue) the MS-PE model (--cfg=mspe: MS-PE with random resizing, 0-8 px random
-# margins and no encoding period under 32 px at the 16 and 32 px scales, the border recipe):
-# 32 channels per scale keep it CPU sized; no augmentation,
+# Train (or continue) the MS-PE model (--cfg=mspe: MS-PE with random resizing and 0-8 px random
+# margins, the border recipe): 32 channels per scale keep it CPU sized; no augmentation,
 # since ADA's translations would teach the generator other positions than the data's.
 RUNS=runs/quickstart
 if ls $RUNS/*/network-snapshot-*.pkl >/dev/null 2>&1; then
