@@ -12,7 +12,8 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      --label-groups-kimg (training/label_groups.py; the latter may also accompany
                      --resume-run and is then kept in training_options.json), the recipe of the
                      committed digit models;
-  MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize
+  MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize, --pe-margin,
+                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res
                      (mspe_plugin/register.py).
 """
 
