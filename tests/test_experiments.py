@@ -135,11 +135,13 @@ def test_shift_consistency_tells_a_digit_that_follows_the_canvas_from_one_that_s
 
 class _StubGenerator(torch.nn.Module):
     """A 'generator' that draws a bar at content coordinates [4, 12) x [5, 9) (it follows the
-    canvas), or always at those image pixels (the image border anchors it)."""
+    canvas), or always at those image pixels (the image border anchors it); with `period`, again
+    every `period` px of content in both axes (copies where an encoding repeats)."""
     img_resolution, z_dim, c_dim, num_ws, w_dim = 32, 4, 0, 1, 4
-    def __init__(self, follows):
+    def __init__(self, follows, period=None):
         super().__init__()
         self.follows = follows
+        self.period = period
         self.scale = torch.nn.Parameter(torch.ones([]))
         self.synthesis = self._draw
     def mapping(self, z, c, truncation_psi=1):
@@ -151,6 +153,8 @@ class _StubGenerator(torch.nn.Module):
         origin, zoom = (canvas.origin, canvas.zoom) if self.follows else ((0.0, 0.0), 1.0)
         ys = origin[0] + torch.arange(H) / zoom
         xs = origin[1] + torch.arange(W) / zoom
+        if self.period:
+            ys, xs = torch.remainder(ys, self.period), torch.remainder(xs, self.period)
         bar = ((ys >= 4) & (ys < 12))[:, None] & ((xs >= 5) & (xs < 9))[None, :]
         img = torch.where(bar, 1.0, -1.0).expand(len(ws), 3, H, W).clone()
         img[:, 0] = -1
@@ -163,6 +167,9 @@ def test_canvas_follow_tells_content_placed_by_the_canvas_from_content_placed_by
     assert all(row[f'move_{d}'] == pytest.approx(1.0) for d in cf.SHIFTS)
     assert row['enlarged'] == pytest.approx(1.0) and row['zoom2'] == pytest.approx(2.0, rel=0.1)
     assert row['agreement'] == 1.0 and row['ink'] == 1.0
+    assert row['stray'] == 0.0
+    row = cf.follow(_StubGenerator(follows=True, period=25), clf, num=4)
+    assert row['stray'] > 3      # copies every 25 px: several bars' worth of ink outside per bar inside
     row = cf.follow(_StubGenerator(follows=False), clf, num=4)
     assert all(row[f'move_{d}'] == pytest.approx(0.0) for d in cf.SHIFTS)
     assert row['enlarged'] == pytest.approx(0.0) and row['zoom2'] == pytest.approx(1.0)

@@ -10,7 +10,10 @@ scripts/experiments/shift_consistency.py:
   zoom2      how much the ink's spread grows at zoom 2 (2 = scales with the canvas);
   agreement  share of renderings at d = 4, 8, 16 that the digit classifier reads as the same
              digit as at d = 0;
-  ink        share of moved renderings that still have ink.
+  ink        share of moved renderings that still have ink;
+  stray      on the canvas [-40, R + 40]^2, the ink beyond 2 px of the training grid [0, R)^2 per
+             unit of ink inside it: copies of the digit where the encoding (nearly) repeats
+             (0 = nothing drawn outside; the digits of the training data lie inside).
 
     python -m scripts.experiments.canvas_follow runs/probe/p3/00000-... --json results/paper/probes_canvas.json
     python -m scripts.experiments.canvas_follow results/models/wide/*.pkl --margin 8   # every rendering with an inference margin
@@ -40,6 +43,18 @@ def ink_spread(images):
     d2 = (ys - centre[:, 0, None, None]) ** 2 + (xs - centre[:, 1, None, None]) ** 2
     return ((d2 * ink).sum(dim=(1, 2)) / ink.sum(dim=(1, 2)).clamp(min=1e-8)).sqrt()
 
+STRAY_REACH = 40    # px beyond every side of the training grid that `stray` looks at
+STRAY_SLACK = 2     # px beyond the training grid still counted as inside
+
+def stray_ink(images, R, reach=STRAY_REACH, slack=STRAY_SLACK):
+    """Ink beyond `slack` px of the training grid per unit of ink inside the grid, [N], of images
+    [N, C, R + 2 reach, R + 2 reach] rendered on the canvas [-reach, R + reach]^2 (ink as ink_spread)."""
+    ink = ((images.amax(dim=1) + 1) / 2).clamp(0, 1)
+    ink = torch.where(ink > 0.3, ink, torch.zeros_like(ink))
+    inside = ink[:, reach:reach + R, reach:reach + R].sum(dim=(1, 2))
+    near = ink[:, reach - slack:reach + R + slack, reach - slack:reach + R + slack].sum(dim=(1, 2))
+    return (ink.sum(dim=(1, 2)) - near) / inside.clamp(min=1e-8)
+
 def follow(G, clf, num, seed=0, margin=0):
     """The row of one generator (see the module docstring); margin: the inference margin of every rendering."""
     R = G.img_resolution
@@ -58,6 +73,8 @@ def follow(G, clf, num, seed=0, margin=0):
     row['zoom2'] = float(ink_spread(dg.render(G, ws, Canvas(zoom=2), margin=margin).cpu()).mean() / ink_spread(base).mean())
     row['agreement'] = float(np.mean(agree))
     row['ink'] = float(np.mean(inks))
+    wide = Canvas(origin=(-STRAY_REACH, -STRAY_REACH), size=(R + 2 * STRAY_REACH, R + 2 * STRAY_REACH))
+    row['stray'] = float(stray_ink(dg.render(G, ws, wide, margin=margin).cpu(), R).mean())
     return row
 
 @click.command()
