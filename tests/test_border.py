@@ -172,3 +172,41 @@ def test_training_windows_render_a_moved_window_and_move_the_reals_alike():
     np.random.seed(7)
     loss.accumulate_gradients('Dmain', img, None, None, None, True, 1)
     assert torch.equal(loss.inner.seen[0], translate_images(img, -dy, -dx))
+
+def test_one_sided_training_windows_stay_in_their_range_for_the_generator_and_the_reals():
+    """pe_translate=(LO, HI): every window G renders, and every move of the reals, lies in LO..HI
+    (here only up and left of the training grid, so a digit in the upper-left stays whole)."""
+    from mspe_plugin.translate import TranslatedRealsLoss, translate_images
+    G = make_G('mspe', 'zero').train()
+    G.synthesis.pe_translate = (-5, 0)
+    ws = latents(G)
+    seen = set()
+    for seed in range(12):
+        np.random.seed(seed)
+        np.random.randint(0, 1, size=4)                   # the margin draw (pe_margin = 0)
+        ty, tx = (int(t) for t in np.random.randint(-5, 1, size=2))
+        np.random.seed(seed)
+        trained = G.synthesis(ws, noise_mode='const').detach()
+        torch.testing.assert_close(trained, render(G.eval(), ws, origin=(ty, tx)), atol=1e-6, rtol=0)
+        G.train()
+        seen.add((ty, tx))
+    assert all(-5 <= t <= 0 for pair in seen for t in pair) and len(seen) > 4
+
+    class Inner:
+        def __init__(self, **kwargs):
+            self.seen = []
+        def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
+            self.seen.append(real_img)
+    import sys
+    sys.modules[__name__].InnerOneSided = Inner
+    loss = TranslatedRealsLoss(translate=[-5, 0], inner_class_name=f'{__name__}.InnerOneSided')
+    img = -torch.ones([1, 3, R, R])
+    img[:, :, 2:10, 3:9] = 1
+    for seed in range(12):
+        np.random.seed(seed)
+        dy, dx = (int(t) for t in np.random.randint(-5, 1, size=2))
+        np.random.seed(seed)
+        loss.accumulate_gradients('Dmain', img, None, None, None, True, 1)
+        assert torch.equal(loss.inner.seen[-1], translate_images(img, -dy, -dx))
+    with pytest.raises(ValueError, match='LO <= HI'):
+        pe_networks.translate_range((3, -3))
