@@ -30,17 +30,16 @@ def parse_pe_translate(value):
 #----------------------------------------------------------------------------
 
 def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None, pe_translate=None,
-                        pe_min_period=None, pe_min_period_res=None, pe_scale_ratio=None):
+                        pe_min_period=None, pe_min_period_res=None):
     """Turn the host's generator kwargs (EasyDict with class_name, synthesis_kwargs, ...) into
     an MS-PE / SS-PE / baseline-with-canvas generator, in place. `pe=None` leaves them alone.
     pe_margin / pe_padding / pe_translate: random training margins, the generator's padding and
     random training windows (None: 0, 'zero', 0; pe_translate also needs configure_loss);
-    pe_min_period / pe_min_period_res: encoding frequencies left out (None: all kept);
-    pe_scale_ratio: frequency ratio of neighbouring scales (None: the paper's 2)."""
+    pe_min_period / pe_min_period_res: encoding frequencies left out (None: all kept)."""
     if pe is None:
         for flag, value in (('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding),
                             ('--pe-translate', pe_translate), ('--pe-min-period', pe_min_period),
-                            ('--pe-min-period-res', pe_min_period_res), ('--pe-scale-ratio', pe_scale_ratio)):
+                            ('--pe-min-period-res', pe_min_period_res)):
             if value is not None:
                 raise click.BadParameter(f'{flag} needs a positional encoding: add --pe=mspe (or --cfg=mspe).')
         return G_kwargs
@@ -64,10 +63,6 @@ def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin
         synthesis_kwargs['pe_min_period'] = float(pe_min_period)
         if pe_min_period_res is not None:
             synthesis_kwargs['pe_min_period_res'] = int(pe_min_period_res)
-    if pe_scale_ratio is not None and float(pe_scale_ratio) != 2.0:
-        if not float(pe_scale_ratio) > 1:
-            raise click.BadParameter(f'--pe-scale-ratio must be a number > 1, got {pe_scale_ratio}.')
-        synthesis_kwargs['pe_scale_ratio'] = float(pe_scale_ratio)
     return G_kwargs
 
 def configure_loss(loss_kwargs, pe_translate=None):
@@ -82,8 +77,7 @@ def configure_loss(loss_kwargs, pe_translate=None):
                        inner_class_name=inner.pop('class_name'), **inner)
     return loss_kwargs
 
-def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None, pe_min_period=None, pe_min_period_res=None,
-                       pe_scale_ratio=None):
+def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None, pe_min_period=None, pe_min_period_res=None):
     """The host's training-loop options (args, the EasyDict train.py builds) that the plugin's
     generator needs, in place. With random canvases (random resizing, margins or translation) the
     shapes change every step, and cuDNN benchmarking (upstream's default on CUDA) would benchmark
@@ -93,8 +87,7 @@ def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, 
         args['cudnn_benchmark'] = False
     return args
 
-def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None,
-                    pe_scale_ratio=None):
+def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None):
     """Suffix for the run folder name: '-mspe', '-mspe-rs0.5-2-m8-padnone', or '' for the plain host."""
     if pe is None:
         return ''
@@ -110,8 +103,6 @@ def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_tran
         suffix += f'-t{pe_translate}' if isinstance(pe_translate, int) else f'-t{pe_translate[0]}_{pe_translate[1]}'
     if pe_min_period:
         suffix += f'-minp{pe_min_period:g}' + (f'r{pe_min_period_res}' if pe_min_period_res is not None else '')
-    if pe_scale_ratio is not None and float(pe_scale_ratio) != 2.0:
-        suffix += f'-sr{pe_scale_ratio:g}'
     return suffix
 
 #----------------------------------------------------------------------------

@@ -252,11 +252,11 @@ class Canvas:
         return (self.coords(rows[1] - rows[0], 0, stride, img_resolution, start=rows[0]),
                 self.coords(cols[1] - cols[0], 1, stride, img_resolution, start=cols[0]))
 
-    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None, coord_scale=1.0):
+    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None):
         """PE [C, h, w] (float32) of this canvas at scale `res` on the index ranges rows / cols
-        (see grid and sinusoidal_encoding), of the coordinates times `coord_scale`."""
+        (see grid and sinusoidal_encoding)."""
         ys, xs = self.grid(res, img_resolution, rows, cols)
-        return sinusoidal_encoding(ys * coord_scale, xs * coord_scale, channels, base=base, device=device)
+        return sinusoidal_encoding(ys, xs, channels, base=base, device=device)
 
     def is_default(self, img_resolution):
         """True when this canvas is the training grid (origin 0, zoom 1, R x R, no margin); wrap is then moot."""
@@ -296,9 +296,8 @@ class FittedCanvas:
 
     grid = Canvas.grid      # the same grids, through this class's (differentiable) coords
 
-    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None, coord_scale=1.0):
-        ys, xs = self.grid(res, img_resolution, rows, cols)
-        return encoding_from_coords(ys * coord_scale, xs * coord_scale, channels, base).to(device)
+    def encoding(self, res, img_resolution, channels, base=10000.0, device=None, rows=None, cols=None):
+        return encoding_from_coords(*self.grid(res, img_resolution, rows, cols), channels, base).to(device)
 
     def frozen(self):
         """The current state as a plain Canvas."""

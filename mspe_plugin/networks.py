@@ -45,11 +45,10 @@ _RING_UP_CONV = 2       # upsampling 3x3 convolution (transposed convolution + F
 _RING_UP_FILTER = 1     # FIR upsampling of the image (skip) and of the resnet shortcut
 _SQRT_HALF = float(np.sqrt(0.5))    # a Python float: torch.compile traces NumPy scalars as tensors
 
-def _default_tables(rows, channels, base, scale=1.0):
-    """1-D encoding tables (x half [C/2, n], y half [C/2, n]) of the training grid on the index range
-    `rows`, coordinates multiplied by `scale` (SynthesisNetwork._coord_scale)."""
+def _default_tables(rows, channels, base):
+    """1-D encoding tables (x half [C/2, n], y half [C/2, n]) of the training grid on the index range `rows`."""
     from mspe_plugin.encoding import sinusoidal_encoding    # construction time only (see module docstring)
-    coords = torch.arange(rows[0], rows[1], dtype=torch.float64) * scale
+    coords = torch.arange(rows[0], rows[1], dtype=torch.float64)
     pe = sinusoidal_encoding(coords[:1], coords, channels, base=base)    # [C, 1, n]: x half varies
     table_x = pe[:channels // 2, 0, :].clone()
     pe = sinusoidal_encoding(coords, coords[:1], channels, base=base)    # [C, n, 1]: y half varies
@@ -156,7 +155,6 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         pe_translate    = 0,        # Training renders the window at a random offset of -T..T (or LO..HI, a pair) training pixels (reals move alike: mspe_plugin.translate).
         pe_min_period   = 0,        # Leave out (zero) encoding frequencies whose period is under this many output pixels; 0 = all.
         pe_min_period_res = 4,      # ... at the scales of this resolution and finer.
-        pe_scale_ratio  = 2.0,      # Ratio of the encoding frequencies (in output pixels) of neighbouring scales: 2 = the paper.
         **kwargs,                   # Arguments for the host's SynthesisNetwork (channel_base, channel_max, ...).
     ):
         if pe not in PE_VARIANTS:
@@ -181,9 +179,6 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         self.pe_translate = tuple(int(v) for v in pe_translate) if isinstance(pe_translate, (tuple, list)) else int(pe_translate)
         self.pe_min_period = float(pe_min_period)
         self.pe_min_period_res = int(pe_min_period_res)
-        if isinstance(pe_scale_ratio, bool) or not float(pe_scale_ratio) > 1:
-            raise ValueError(f'pe_scale_ratio must be a number > 1, got {pe_scale_ratio!r}.')
-        self.pe_scale_ratio = float(pe_scale_ratio)
 
         R = img_resolution
         plan = self._plan(((0, R), (0, R)))
@@ -197,12 +192,11 @@ class SynthesisNetwork(networks.SynthesisNetwork):
                 raise ValueError(f'The positional encoding needs channels divisible by 4; block {res} has {channels}: '
                                  f'change channel_base / channel_max.')
             rows, cols = plan[res]['pe']
-            scale = self._coord_scale(res)
-            table_x, _ = _default_tables(cols, channels, self.pe_base, scale)
-            _, table_y = _default_tables(rows, channels, self.pe_base, scale)
+            table_x, _ = _default_tables(cols, channels, self.pe_base)
+            _, table_y = _default_tables(rows, channels, self.pe_base)
             if self.pe_min_period and res >= self.pe_min_period_res:
                 # Applied where the encoding is used, so tables copied from another network keep it.
-                keep = _frequency_mask(channels, self.pe_base, R / res / scale, self.pe_min_period)
+                keep = _frequency_mask(channels, self.pe_base, R // res, self.pe_min_period)
                 self.register_buffer(f'pe_keep{res}', torch.cat([keep, keep]).to(torch.float32)[:, None, None], persistent=False)
             # Derived data: pickled with the module (so snapshots render without mspe_plugin), not in state_dict.
             self.register_buffer(f'pe_table_x{res}', table_x.to(torch.float32), persistent=False)
@@ -256,23 +250,14 @@ class SynthesisNetwork(networks.SynthesisNetwork):
             return torch.arange(*rows, dtype=torch.float64), torch.arange(*cols, dtype=torch.float64)
         return canvas.grid(res, self.img_resolution, rows, cols)
 
-    def _coord_scale(self, res):
-        """Factor on scale `res`'s coordinates: 1 with the paper's frequency ratio 2 between
-        neighbouring scales; with pe_scale_ratio r, (r / 2)^(log2(res / 4)), so that the frequencies
-        of neighbouring scales, in output pixels, differ by r (the 4 px scale keeps the paper's)."""
-        ratio = getattr(self, 'pe_scale_ratio', 2.0)
-        return 1.0 if ratio == 2.0 else float((ratio / 2) ** np.log2(res / self.block_resolutions[0]))
-
     def _encoding(self, res, canvas, ranges, device):
         """PE_res [C, h, w] on the index ranges (the stored tables on the training grid)."""
         table_x, table_y = getattr(self, f'pe_table_x{res}'), getattr(self, f'pe_table_y{res}')
         if canvas is None:
             pe = _expand_tables(table_x, table_y)
         else:
-            scale = self._coord_scale(res)
-            kwargs = {} if scale == 1.0 else dict(coord_scale=scale)
             pe = canvas.encoding(res, self.img_resolution, table_x.shape[0] * 2, base=self.pe_base, device=device,
-                                 rows=ranges[0], cols=ranges[1], **kwargs).to(torch.float32)
+                                 rows=ranges[0], cols=ranges[1]).to(torch.float32)
         keep = getattr(self, f'pe_keep{res}', None)
         return pe if keep is None else pe * keep
 

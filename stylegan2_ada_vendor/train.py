@@ -13,7 +13,7 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      --resume-run and is then kept in training_options.json), the recipe of the
                      committed digit models;
   MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize, --pe-margin,
-                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res, --pe-scale-ratio
+                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res
                      (mspe_plugin/register.py).
 """
 
@@ -70,8 +70,7 @@ def load_plugin():
     except plugins.PluginError as err:
         raise click.ClickException(str(err))
 
-def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None,
-                         pe_scale_ratio=None):
+def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None):
     """Split --cfg into the host preset and the plugin's flags (--cfg=mspe sets --pe, --pe-resize and
     --pe-margin where not given) and parse --pe-resize; refuse plugin flags without the plugin.
 
@@ -80,8 +79,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
     if plugin is None:
         given = [f'--cfg={cfg}'] if cfg in ('mspe', 'sspe') else []
         given += [flag for flag, value in (('--pe', pe), ('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding), ('--pe-translate', pe_translate),
-                                                   ('--pe-min-period', pe_min_period), ('--pe-min-period-res', pe_min_period_res),
-                                                   ('--pe-scale-ratio', pe_scale_ratio)) if value is not None]
+                                                   ('--pe-min-period', pe_min_period), ('--pe-min-period-res', pe_min_period_res)) if value is not None]
         if given:
             flag = given[0]
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -617,8 +615,7 @@ def parse_comma_list(text):
 @click.option('--pe-translate', help='Train on windows moved by up to T px (or by LO..HI px), reals alike (plain-background data) (needs mspe_plugin)', type=str, metavar='T|LO,HI')
 @click.option('--pe-min-period', help='Leave out encoding frequencies whose period is under P output px (needs mspe_plugin)', type=click.FloatRange(min=0), metavar='P')
 @click.option('--pe-min-period-res', help='With --pe-min-period: only at the scales of RES px and finer [default: every scale]', type=click.IntRange(min=4), metavar='RES')
-@click.option('--pe-scale-ratio', help='Frequency ratio of neighbouring scales, in output px [default: 2, the paper] (needs mspe_plugin)', type=click.FloatRange(min=1, min_open=True), metavar='RATIO')
-def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, pe_min_period, pe_min_period_res, pe_scale_ratio, **config_kwargs):
+def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, pe_min_period, pe_min_period_res, **config_kwargs):
     """Train a GAN using the techniques described in "Training Generative Adversarial Networks
     with Limited Data" (StyleGAN2-ADA), with the MS-PE plugin hook.
 
@@ -652,14 +649,14 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
         cfg, pe, pe_resize, pe_margin = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate,
-                                                            pe_min_period, pe_min_period_res, pe_scale_ratio)
+                                                            pe_min_period, pe_min_period_res)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
                 'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups', 'label_groups_kimg']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate,
-                        pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res, pe_scale_ratio=pe_scale_ratio)
+                        pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, **pe_flags)
             plugin.configure_loss(args.loss_kwargs, pe_translate)

@@ -281,32 +281,3 @@ def test_left_out_frequencies_are_zero_on_every_canvas_and_the_rest_is_the_plain
     assert torch.equal(plain.synthesis(ws, noise_mode='const'), off.synthesis(ws, noise_mode='const'))
     with pytest.raises(ValueError, match='pe_min_period'):
         make_G('mspe', pe_min_period=-1)
-
-def test_scale_ratio_sets_the_frequency_ratio_of_neighbouring_scales_on_every_canvas():
-    """pe_scale_ratio r: scale res's encoding is the plain one of its coordinates times
-    (r / 2)^log2(res / 4), so its top frequency in output pixels is r^-log2(res / 4) of the 4 px
-    scale's (the paper: 2^-log2 = 4 / res); on the training grid and on moved or zoomed canvases
-    alike, rendering the training grid as a canvas gives the default render bit for bit, and r = 2
-    is the plain generator."""
-    plain = make_G('mspe')
-    ratio = 1.5
-    odd = make_G('mspe', pe_scale_ratio=ratio)
-    for canvas in [None, Canvas(origin=(3, -5)), Canvas(origin=(1.5, 2.25), zoom=1.5)]:
-        for res in odd.synthesis.block_resolutions:
-            ranges = ((0, res), (0, res))
-            scale = (ratio / 2) ** np.log2(res / 4)
-            ys, xs = (canvas or Canvas()).grid(res, R, *ranges)
-            want = sinusoidal_encoding(ys * scale, xs * scale, plain.synthesis._encoding(res, canvas, ranges, 'cpu').shape[0])
-            torch.testing.assert_close(odd.synthesis._encoding(res, canvas, ranges, 'cpu'), want, rtol=0, atol=1e-6)
-            if res == 4:
-                assert torch.equal(odd.synthesis._encoding(res, canvas, ranges, 'cpu'), plain.synthesis._encoding(res, canvas, ranges, 'cpu'))
-    odd.load_state_dict(plain.state_dict())     # the weights; the encoding tables are derived, not in the state_dict
-    ws = plain.mapping(torch.randn([2, 8]), None)
-    default = odd.synthesis(ws, noise_mode='const')
-    assert torch.equal(default, odd.synthesis(ws, canvas=Canvas(), noise_mode='const'))
-    assert not torch.equal(default, plain.synthesis(ws, noise_mode='const'))
-    same = make_G('mspe', pe_scale_ratio=2)
-    misc.copy_params_and_buffers(plain, same, require_all=True)
-    assert torch.equal(plain.synthesis(ws, noise_mode='const'), same.synthesis(ws, noise_mode='const'))
-    with pytest.raises(ValueError, match='pe_scale_ratio'):
-        make_G('mspe', pe_scale_ratio=1)

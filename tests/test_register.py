@@ -94,16 +94,6 @@ def test_min_period_flags_reach_the_generator_and_the_run_name():
     with pytest.raises(click.BadParameter, match='needs a positional encoding'):
         register.configure_generator(host_G_kwargs(), None, None, pe_min_period=16)
 
-def test_scale_ratio_flag_reaches_the_generator_and_the_run_name():
-    kwargs = register.configure_generator(host_G_kwargs(), 'mspe', None, pe_scale_ratio=1.5)
-    assert kwargs.synthesis_kwargs.pe_scale_ratio == 1.5
-    G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
-    assert [G.synthesis._coord_scale(res) for res in (4, 8, 16)] == pytest.approx([1, 0.75, 0.5625])
-    assert 'pe_scale_ratio' not in register.configure_generator(host_G_kwargs(), 'mspe', None, pe_scale_ratio=2).synthesis_kwargs
-    assert register.run_desc_suffix('mspe', None, pe_scale_ratio=1.618034) == '-mspe-sr1.61803'
-    with pytest.raises(click.BadParameter, match='needs a positional encoding'):
-        register.configure_generator(host_G_kwargs(), None, None, pe_scale_ratio=1.5)
-
 def test_translate_flag_takes_a_half_width_or_a_range():
     assert register.configure_generator(host_G_kwargs(), 'mspe', None, pe_translate='16').synthesis_kwargs.pe_translate == 16
     kwargs = register.configure_generator(host_G_kwargs(), 'mspe', None, pe_translate='-16,0')
