@@ -430,6 +430,8 @@ def _upgrade_recipe_kwargs(args, run_dir):
     if removed:
         raise click.ClickException(f'--resume-run: {run_dir} was trained with {", ".join(removed)}, which this version no longer has; '
                                    'continue it with the commit that trained it (git history).')
+    if loss_kwargs.get('class_name') != 'training.loss.StyleGAN2Loss':
+        return    # LabelCELoss already, or a wrapper (TranslatedRealsLoss) that passes it on
     label_ce = loss_kwargs.pop('label_ce_weight', 0)
     if label_ce:
         loss_kwargs.class_name = 'training.loss_labelce.LabelCELoss'
