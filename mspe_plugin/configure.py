@@ -9,24 +9,6 @@ from mspe_plugin.options import PE_CHOICES
 
 GENERATOR_CLASS = 'mspe_plugin.networks.Generator'
 
-def parse_pe_translate(value):
-    """--pe-translate: None; T (an int, or its text) for windows at -T..T; 'LO,HI' or a pair for
-    windows at LO..HI (e.g. -16,0: only up and left of the training grid). Returns None, an int or
-    a (LO, HI) tuple; 0 and (0, 0) mean off (None)."""
-    if value is None:
-        return None
-    from mspe_plugin.networks import translate_range
-    try:
-        if isinstance(value, str):
-            parts = [int(v) for v in value.split(',')]
-            value = parts[0] if len(parts) == 1 else tuple(parts)
-        low, high = translate_range(value)
-    except ValueError:
-        raise click.BadParameter(f'--pe-translate takes T (windows moved by -T..T px) or LO,HI (whole px, LO <= HI), got {value!r}.') from None
-    if (low, high) == (0, 0):
-        return None
-    return value if isinstance(value, int) else (low, high)
-
 #----------------------------------------------------------------------------
 
 def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None, pe_translate=None,
@@ -54,9 +36,8 @@ def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin
         synthesis_kwargs['pe_margin'] = int(pe_margin)
     if pe_padding not in (None, 'zero'):
         synthesis_kwargs['pe_padding'] = pe_padding
-    pe_translate = parse_pe_translate(pe_translate)
-    if pe_translate is not None:
-        synthesis_kwargs['pe_translate'] = pe_translate
+    if pe_translate:
+        synthesis_kwargs['pe_translate'] = int(pe_translate)
     if pe_min_period_res is not None and not pe_min_period:
         raise click.BadParameter('--pe-min-period-res says where --pe-min-period applies: give --pe-min-period=P too.')
     if pe_min_period:
@@ -68,12 +49,11 @@ def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin
 def configure_loss(loss_kwargs, pe_translate=None):
     """The reals' half of random training windows: wrap the host's loss (loss_kwargs, an EasyDict
     with class_name) in mspe_plugin.translate.TranslatedRealsLoss, in place. None / 0 leaves it."""
-    pe_translate = parse_pe_translate(pe_translate)
-    if pe_translate is None:
+    if not pe_translate:
         return loss_kwargs
     inner = dict(loss_kwargs)
     loss_kwargs.clear()
-    loss_kwargs.update(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=pe_translate,
+    loss_kwargs.update(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=int(pe_translate),
                        inner_class_name=inner.pop('class_name'), **inner)
     return loss_kwargs
 
@@ -83,7 +63,7 @@ def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, 
     shapes change every step, and cuDNN benchmarking (upstream's default on CUDA) would benchmark
     every new shape again, so it is switched off; on an H200 the first ticks of such runs were
     several times slower with it (results/NOTES.md). Other runs are left alone."""
-    if pe_resize is not None or pe_margin or parse_pe_translate(pe_translate) is not None:
+    if pe_resize is not None or pe_margin or pe_translate:
         args['cudnn_benchmark'] = False
     return args
 
@@ -98,9 +78,8 @@ def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_tran
         suffix += f'-m{pe_margin}'
     if pe_padding not in (None, 'zero'):
         suffix += f'-pad{pe_padding}'
-    pe_translate = parse_pe_translate(pe_translate)
-    if pe_translate is not None:
-        suffix += f'-t{pe_translate}' if isinstance(pe_translate, int) else f'-t{pe_translate[0]}_{pe_translate[1]}'
+    if pe_translate:
+        suffix += f'-t{pe_translate}'
     if pe_min_period:
         suffix += f'-minp{pe_min_period:g}' + (f'r{pe_min_period_res}' if pe_min_period_res is not None else '')
     return suffix

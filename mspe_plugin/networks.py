@@ -63,22 +63,6 @@ def _frequency_mask(channels, base, pixel, min_period):
     period = 2 * np.pi * torch.exp(2 * k * np.log(base) / (channels // 2)) * pixel
     return (period >= min_period).to(torch.float64).repeat_interleave(2)
 
-def translate_range(value):
-    """(low, high) whole training pixels of random training windows from pe_translate: T >= 0 means
-    -T..T, a pair (LO, HI) with LO <= HI that range (e.g. (-16, 0): windows only up and left of the
-    training grid). Raises ValueError otherwise."""
-    pair = tuple(value) if isinstance(value, (tuple, list)) else None
-    values = pair if pair is not None else (value,)
-    if len(values) not in (1, 2) or any(isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or int(v) != v for v in values):
-        raise ValueError(f'pe_translate must be whole pixels T (windows at -T..T) or a pair LO,HI, got {value!r}.')
-    if pair is None:
-        if value < 0:
-            raise ValueError(f'pe_translate T must be a non-negative number of pixels (or give a pair LO,HI), got {value!r}.')
-        return (-int(value), int(value))
-    if len(pair) != 2 or pair[0] > pair[1]:
-        raise ValueError(f'pe_translate LO,HI must have LO <= HI, got {value!r}.')
-    return (int(pair[0]), int(pair[1]))
-
 def _expand_tables(table_x, table_y):
     """[C/2, W] x-table and [C/2, H] y-table -> [C, H, W] encoding (x channels first, as encoding.py)."""
     height, width = table_y.shape[1], table_x.shape[1]
@@ -152,7 +136,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         pe_resize       = None,     # (min, max) zoom: "MS-PE w/ random resizing" while training; None = off.
         pe_margin       = 0,        # Training renders random margins of 0..pe_margin output pixels per side, then crops them.
         pe_padding      = 'zero',   # 'zero': the host's zero-padded convolutions; 'none': padding-free (every layer's border ring cropped).
-        pe_translate    = 0,        # Training renders the window at a random offset of -T..T (or LO..HI, a pair) training pixels (reals move alike: mspe_plugin.translate).
+        pe_translate    = 0,        # Training renders the window at a random offset of -T..T training pixels (reals move alike: mspe_plugin.translate).
         pe_min_period   = 0,        # Leave out (zero) encoding frequencies whose period is under this many output pixels; 0 = all.
         pe_min_period_res = 4,      # ... at the scales of this resolution and finer.
         **kwargs,                   # Arguments for the host's SynthesisNetwork (channel_base, channel_max, ...).
@@ -165,7 +149,8 @@ class SynthesisNetwork(networks.SynthesisNetwork):
                 raise ValueError(f'pe_resize must be MIN,MAX with 0 < MIN <= MAX, got {pe_resize}.')
         if isinstance(pe_margin, bool) or int(pe_margin) != pe_margin or pe_margin < 0:
             raise ValueError(f'pe_margin must be a non-negative number of pixels, got {pe_margin!r}.')
-        translate_range(pe_translate)    # raises ValueError on a bad value
+        if isinstance(pe_translate, bool) or int(pe_translate) != pe_translate or pe_translate < 0:
+            raise ValueError(f'pe_translate must be a non-negative number of pixels, got {pe_translate!r}.')
         if isinstance(pe_min_period, bool) or not pe_min_period >= 0:
             raise ValueError(f'pe_min_period must be a non-negative number of pixels, got {pe_min_period!r}.')
         if pe_padding not in PADDINGS:
@@ -176,7 +161,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         self.pe_resize = pe_resize
         self.pe_margin = int(pe_margin)
         self.pe_padding = pe_padding
-        self.pe_translate = tuple(int(v) for v in pe_translate) if isinstance(pe_translate, (tuple, list)) else int(pe_translate)
+        self.pe_translate = int(pe_translate)
         self.pe_min_period = float(pe_min_period)
         self.pe_min_period_res = int(pe_min_period_res)
 
@@ -364,7 +349,7 @@ class SynthesisNetwork(networks.SynthesisNetwork):
     def random_canvas(self):
         """Whether training renders a random canvas every step (random resizing, margins or
         translation): its shapes change per step, so the host's compiled path runs it eager."""
-        return self.pe_resize is not None or bool(getattr(self, 'pe_margin', 0)) or translate_range(getattr(self, 'pe_translate', 0)) != (0, 0)
+        return self.pe_resize is not None or bool(getattr(self, 'pe_margin', 0)) or bool(getattr(self, 'pe_translate', 0))
 
     def forward(self, ws, canvas=None, **render_kwargs):
         if not (self.training and canvas is None and self.random_canvas):
@@ -375,13 +360,13 @@ class SynthesisNetwork(networks.SynthesisNetwork):
         # coordinates stay fixed; random translation renders the window [t, t + R) (the reals are
         # moved by their own draw of t, mspe_plugin.translate), so D sees content outside [0, R) too.
         from mspe_plugin.encoding import Canvas    # training needs the plugin installed
-        low, high = translate_range(getattr(self, 'pe_translate', 0))
+        translate = getattr(self, 'pe_translate', 0)
         R = self.img_resolution
         zoom = float(np.random.uniform(*self.pe_resize)) if self.pe_resize is not None else 1.0
         size = max(int(round(R * zoom)), 1)
         zoom = size / R
         top, bottom, left, right = (int(m) for m in np.random.randint(0, self.pe_margin + 1, size=4))
-        ty, tx = (int(t) for t in np.random.randint(low, high + 1, size=2)) if (low, high) != (0, 0) else (0, 0)
+        ty, tx = (int(t) for t in np.random.randint(-translate, translate + 1, size=2)) if translate else (0, 0)
         canvas = Canvas(origin=(ty - top / zoom, tx - left / zoom), size=(size + top + bottom, size + left + right), zoom=zoom)
         img = self.render(ws, canvas, **render_kwargs)[:, :, top:top + size, left:left + size]
         if size != R:

@@ -37,11 +37,10 @@ def translate_images(images, dy, dx):
 
 class TranslatedRealsLoss:
     """Any host loss (`inner_class_name` with its kwargs), with every minibatch of reals moved by
-    a random offset in -translate..translate pixels (or low..high, a pair) before the inner loss sees it. The window
+    a random offset in -translate..translate pixels before the inner loss sees it. The window
     the generator renders is drawn by the generator itself, independently (mspe_plugin.networks)."""
     def __init__(self, translate=0, inner_class_name='training.loss.StyleGAN2Loss', **kwargs):
-        from mspe_plugin.networks import translate_range
-        self.translate = translate_range(translate)     # (low, high): T means -T..T
+        self.translate = int(translate)
         self.inner = dnnlib.util.construct_class_by_name(class_name=inner_class_name, **kwargs)
 
     def __getattr__(self, name):
@@ -51,8 +50,8 @@ class TranslatedRealsLoss:
         return getattr(self.inner, name)
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
-        if self.translate != (0, 0) and real_img is not None:
-            dy, dx = (int(t) for t in np.random.randint(self.translate[0], self.translate[1] + 1, size=2))
+        if self.translate > 0 and real_img is not None:
+            dy, dx = (int(t) for t in np.random.randint(-self.translate, self.translate + 1, size=2))
             # A canvas at origin t shows content at x in the image at x - t: move the reals by -t.
             real_img = translate_images(real_img, -dy, -dx)
         return self.inner.accumulate_gradients(phase, real_img, real_c, gen_z, gen_c, sync, gain)

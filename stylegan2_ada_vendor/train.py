@@ -614,7 +614,7 @@ def parse_comma_list(text):
 @click.option('--pe-resize', help='MS-PE random resizing zoom range MIN,MAX, or off (needs mspe_plugin)', type=str, metavar='MIN,MAX')
 @click.option('--pe-margin', help='Render random margins of 0..M px per side around the training grid, then crop (needs mspe_plugin)', type=click.IntRange(min=0), metavar='M')
 @click.option('--pe-padding', help='Convolution padding of the generator: zero (upstream) or none (padding-free) (needs mspe_plugin)', type=click.Choice(['zero', 'none']))
-@click.option('--pe-translate', help='Train on windows moved by up to T px (or by LO..HI px), reals alike (plain-background data) (needs mspe_plugin)', type=str, metavar='T|LO,HI')
+@click.option('--pe-translate', help='Train on windows moved by up to T px, reals alike (plain-background data) (needs mspe_plugin)', type=click.IntRange(min=0), metavar='T')
 @click.option('--pe-min-period', help='Leave out encoding frequencies whose period is under P output px (needs mspe_plugin)', type=click.FloatRange(min=0), metavar='P')
 @click.option('--pe-min-period-res', help='With --pe-min-period: only at the scales of RES px and finer [default: every scale]', type=click.IntRange(min=4), metavar='RES')
 def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, pe_min_period, pe_min_period_res, **config_kwargs):

@@ -94,16 +94,3 @@ def test_min_period_flags_reach_the_generator_and_the_run_name():
     with pytest.raises(click.BadParameter, match='needs a positional encoding'):
         register.configure_generator(host_G_kwargs(), None, None, pe_min_period=16)
 
-def test_translate_flag_takes_a_half_width_or_a_range():
-    assert register.configure_generator(host_G_kwargs(), 'mspe', None, pe_translate='16').synthesis_kwargs.pe_translate == 16
-    kwargs = register.configure_generator(host_G_kwargs(), 'mspe', None, pe_translate='-16,0')
-    assert kwargs.synthesis_kwargs.pe_translate == (-16, 0)
-    G = dnnlib.util.construct_class_by_name(**kwargs, c_dim=0, img_resolution=16, img_channels=3)
-    assert G.synthesis.random_canvas and G.synthesis.pe_translate == (-16, 0)
-    loss = register.configure_loss(dnnlib.EasyDict(class_name='training.loss.StyleGAN2Loss'), '-16,0')
-    assert loss.class_name == 'mspe_plugin.translate.TranslatedRealsLoss' and loss.translate == (-16, 0)
-    assert register.run_desc_suffix('mspe', None, pe_translate='-16,0') == '-mspe-t-16_0'
-    assert register.run_desc_suffix('mspe', None, pe_translate='0') == '-mspe'
-    for bad in ('8,-8', '1.5', 'a', '-3'):
-        with pytest.raises(click.BadParameter, match='--pe-translate'):
-            register.configure_generator(host_G_kwargs(), 'mspe', None, pe_translate=bad)

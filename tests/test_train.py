@@ -488,7 +488,7 @@ def test_resume_run_keeps_a_translated_label_ce_loss(train_module, tmp_path):
     """--pe-translate wraps LabelCELoss in TranslatedRealsLoss, which passes label_ce_weight on:
     --resume-run must keep that wrapper as it is (it once rewrote it into a LabelCELoss that then
     refused the `translate` argument)."""
-    loss_kwargs = dict(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=[-16, 0],
+    loss_kwargs = dict(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=16,
                        inner_class_name='training.loss_labelce.LabelCELoss', r1_gamma=0.01, label_ce_weight=10.0)
     options = dict(loss_kwargs=loss_kwargs, D_kwargs=dict(mapping_kwargs=dict(num_layers=1)), total_kimg=8)
     (tmp_path / 'training_options.json').write_text(json.dumps(options))
@@ -500,7 +500,7 @@ def test_resume_run_keeps_a_translated_label_ce_loss(train_module, tmp_path):
         img_resolution=8, img_channels=3, channel_base=64, channel_max=8, mapping_kwargs=dict(num_layers=1))
     loss = train_module.dnnlib.util.construct_class_by_name(device=torch.device('cpu'), G_mapping=G.mapping,
         G_synthesis=G.synthesis, D=D, **args.loss_kwargs)
-    assert loss.translate == (-16, 0) and type(loss.inner).__name__ == 'LabelCELoss' and loss.inner.label_ce_weight == 10.0
+    assert loss.translate == 16 and type(loss.inner).__name__ == 'LabelCELoss' and loss.inner.label_ce_weight == 10.0
 
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     common = conditional_flags(tmp_path)
