@@ -12,21 +12,24 @@ GENERATOR_CLASS = 'mspe_plugin.networks.Generator'
 #----------------------------------------------------------------------------
 
 def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin=None, pe_padding=None, pe_translate=None,
-                        pe_min_period=None, pe_min_period_res=None):
+                        pe_min_period=None, pe_min_period_res=None, pe_outside=None):
     """Turn the host's generator kwargs (EasyDict with class_name, synthesis_kwargs, ...) into
     an MS-PE / SS-PE / baseline-with-canvas generator, in place. `pe=None` leaves them alone.
     pe_margin / pe_padding / pe_translate: random training margins, the generator's padding and
     random training windows (None: 0, 'zero', 0; pe_translate also needs configure_loss);
-    pe_min_period / pe_min_period_res: encoding frequencies left out (None: all kept)."""
+    pe_min_period / pe_min_period_res: encoding frequencies left out (None: all kept);
+    pe_outside: checked here (it needs a generator with canvases), applied by configure_loss."""
     if pe is None:
         for flag, value in (('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding),
                             ('--pe-translate', pe_translate), ('--pe-min-period', pe_min_period),
-                            ('--pe-min-period-res', pe_min_period_res)):
+                            ('--pe-min-period-res', pe_min_period_res), ('--pe-outside', pe_outside)):
             if value is not None:
                 raise click.BadParameter(f'{flag} needs a positional encoding: add --pe=mspe (or --cfg=mspe).')
         return G_kwargs
     if pe not in PE_CHOICES:
         raise click.BadParameter(f'--pe must be one of {", ".join(PE_CHOICES)}; got {pe!r}.')
+    if pe_outside is not None and not float(pe_outside) >= 0:
+        raise click.BadParameter(f'--pe-outside is a weight of zero or more; got {pe_outside!r}.')
     G_kwargs['class_name'] = GENERATOR_CLASS
     synthesis_kwargs = G_kwargs.setdefault('synthesis_kwargs', {})
     synthesis_kwargs['pe'] = pe
@@ -46,18 +49,26 @@ def configure_generator(G_kwargs, pe, pe_resize=None, pe_base=10000.0, pe_margin
             synthesis_kwargs['pe_min_period_res'] = int(pe_min_period_res)
     return G_kwargs
 
-def configure_loss(loss_kwargs, pe_translate=None):
-    """The reals' half of random training windows: wrap the host's loss (loss_kwargs, an EasyDict
-    with class_name) in mspe_plugin.translate.TranslatedRealsLoss, in place. None / 0 leaves it."""
-    if not pe_translate:
-        return loss_kwargs
-    inner = dict(loss_kwargs)
-    loss_kwargs.clear()
-    loss_kwargs.update(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=int(pe_translate),
-                       inner_class_name=inner.pop('class_name'), **inner)
+def configure_loss(loss_kwargs, pe_translate=None, pe_outside=None):
+    """The loss's half of the plugin's training options, in place on loss_kwargs (an EasyDict with
+    class_name): random training windows wrap the host's loss in
+    mspe_plugin.translate.TranslatedRealsLoss (the reals move alike), and pe_outside > 0 wraps the
+    result in mspe_plugin.outside.PlainOutsideLoss (a plain background beyond the training grid).
+    None / 0 leaves the loss alone."""
+    if pe_translate:
+        inner = dict(loss_kwargs)
+        loss_kwargs.clear()
+        loss_kwargs.update(class_name='mspe_plugin.translate.TranslatedRealsLoss', translate=int(pe_translate),
+                           inner_class_name=inner.pop('class_name'), **inner)
+    if pe_outside:
+        inner = dict(loss_kwargs)
+        loss_kwargs.clear()
+        loss_kwargs.update(class_name='mspe_plugin.outside.PlainOutsideLoss', outside_weight=float(pe_outside),
+                           wrapped_class_name=inner.pop('class_name'), **inner)
     return loss_kwargs
 
-def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None, pe_min_period=None, pe_min_period_res=None):
+def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None, pe_min_period=None, pe_min_period_res=None,
+                       pe_outside=None):
     """The host's training-loop options (args, the EasyDict train.py builds) that the plugin's
     generator needs, in place. With random canvases (random resizing, margins or translation) the
     shapes change every step, and cuDNN benchmarking (upstream's default on CUDA) would benchmark
@@ -67,7 +78,8 @@ def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, 
         args['cudnn_benchmark'] = False
     return args
 
-def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None):
+def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None,
+                    pe_outside=None):
     """Suffix for the run folder name: '-mspe', '-mspe-rs0.5-2-m8-padnone', or '' for the plain host."""
     if pe is None:
         return ''
@@ -82,6 +94,8 @@ def run_desc_suffix(pe, pe_resize=None, pe_margin=None, pe_padding=None, pe_tran
         suffix += f'-t{pe_translate}'
     if pe_min_period:
         suffix += f'-minp{pe_min_period:g}' + (f'r{pe_min_period_res}' if pe_min_period_res is not None else '')
+    if pe_outside:
+        suffix += f'-out{float(pe_outside):g}'
     return suffix
 
 #----------------------------------------------------------------------------

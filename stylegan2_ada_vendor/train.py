@@ -13,7 +13,7 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      --resume-run and is then kept in training_options.json), the recipe of the
                      committed digit models;
   MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize, --pe-margin,
-                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res
+                     --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res, --pe-outside
                      (mspe_plugin/register.py).
 """
 
@@ -70,7 +70,8 @@ def load_plugin():
     except plugins.PluginError as err:
         raise click.ClickException(str(err))
 
-def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None):
+def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None,
+                         pe_outside=None):
     """Split --cfg into the host preset and the plugin's flags (--cfg=mspe sets --pe, --pe-resize and
     --pe-margin where not given) and parse --pe-resize; refuse plugin flags without the plugin.
 
@@ -79,7 +80,8 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
     if plugin is None:
         given = [f'--cfg={cfg}'] if cfg in ('mspe', 'sspe') else []
         given += [flag for flag, value in (('--pe', pe), ('--pe-resize', pe_resize), ('--pe-margin', pe_margin), ('--pe-padding', pe_padding), ('--pe-translate', pe_translate),
-                                                   ('--pe-min-period', pe_min_period), ('--pe-min-period-res', pe_min_period_res)) if value is not None]
+                                                   ('--pe-min-period', pe_min_period), ('--pe-min-period-res', pe_min_period_res),
+                                                   ('--pe-outside', pe_outside)) if value is not None]
         if given:
             flag = given[0]
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -617,7 +619,8 @@ def parse_comma_list(text):
 @click.option('--pe-translate', help='Train on windows moved by up to T px, reals alike (plain-background data) (needs mspe_plugin)', type=click.IntRange(min=0), metavar='T')
 @click.option('--pe-min-period', help='Leave out encoding frequencies whose period is under P output px (needs mspe_plugin)', type=click.FloatRange(min=0), metavar='P')
 @click.option('--pe-min-period-res', help='With --pe-min-period: only at the scales of RES px and finer [default: every scale]', type=click.IntRange(min=4), metavar='RES')
-def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, pe_min_period, pe_min_period_res, **config_kwargs):
+@click.option('--pe-outside', help="Plain-background data: weight of a penalty on G's drawing beyond the training grid (needs mspe_plugin)", type=click.FloatRange(min=0), metavar='WEIGHT')
+def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding, pe_translate, pe_min_period, pe_min_period_res, pe_outside, **config_kwargs):
     """Train a GAN using the techniques described in "Training Generative Adversarial Networks
     with Limited Data" (StyleGAN2-ADA), with the MS-PE plugin hook.
 
@@ -651,17 +654,17 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         config_kwargs['metrics'] = parse_comma_list(config_kwargs.get('metrics'))
         plugin = load_plugin()
         cfg, pe, pe_resize, pe_margin = resolve_plugin_flags(plugin, config_kwargs['cfg'], pe, pe_resize, pe_margin, pe_padding, pe_translate,
-                                                            pe_min_period, pe_min_period_res)
+                                                            pe_min_period, pe_min_period_res, pe_outside)
         config_kwargs['cfg'] = cfg
         keys = ['gpus', 'snap', 'metrics', 'seed', 'data', 'cond', 'subset', 'mirror', 'cfg', 'gamma', 'kimg', 'batch', 'aug', 'p',
                 'target', 'augpipe', 'resume', 'freezed', 'fp32', 'nhwc', 'allow_tf32', 'nobench', 'workers', 'tick',
                 'cbase', 'cmax', 'glr', 'dlr', 'map', 'mbstd_group', 'label_ce', 'dmap', 'dmap_lr', 'resume_skip_mismatch', 'label_groups', 'label_groups_kimg']
         args, desc, cfg = setup_training_loop_kwargs(**{key: config_kwargs.get(key) for key in keys})
         pe_flags = dict(pe_margin=pe_margin, pe_padding=pe_padding, pe_translate=pe_translate,
-                        pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res)
+                        pe_min_period=pe_min_period, pe_min_period_res=pe_min_period_res, pe_outside=pe_outside)
         if plugin is not None and (pe is not None or pe_resize is not None or any(v is not None for v in pe_flags.values())):
             plugin.configure_generator(args.G_kwargs, pe, pe_resize, **pe_flags)
-            plugin.configure_loss(args.loss_kwargs, pe_translate)
+            plugin.configure_loss(args.loss_kwargs, pe_translate, pe_outside)
             desc += plugin.run_desc_suffix(pe, pe_resize, **pe_flags)
             plugin.configure_training(args, pe_resize, **pe_flags)     # e.g. no cuDNN benchmarking of random canvases
         args.compile_mode = config_kwargs.get('compile_mode', 'auto')
