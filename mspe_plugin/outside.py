@@ -1,14 +1,16 @@
-"""A plain world beyond the training grid (probe): for data on a plain background.
+"""A plain world beyond the training grid, for data on a plain background (`train.py --pe-outside=W`).
 
 The border recipe's digit models draw copies of their digit about 25 px outside the training grid,
 where the discriminator never looks (results/NOTES.md). For data whose content sits on a plain
-background (digits, sprites, product shots), the right drawing there is that background.
-`PlainOutsideLoss` wraps the host's loss and, in the generator's main phase, renders the same
+background (digits, sprites, product shots), the right drawing there is that background; for photos
+that fill the frame there is no such answer, so leave the flag off there. `PlainOutsideLoss` wraps the host's loss and, in the generator's main phase, renders the same
 latents on a window of the canvas at a random offset (up to `outside_reach` training pixels each
 way), and adds `outside_weight` times the mean squared distance, over the window's pixels whose
 coordinates lie outside the training grid, between the rendering and the reals' background (the
 mean of the minibatch's outermost pixel ring, per channel).
 """
+
+import contextlib
 
 import numpy as np
 import torch
@@ -32,7 +34,6 @@ def outside_mask(origin, size, R, device=None):
 
 def _no_sync(module):
     """DDP's no_sync() context for a DistributedDataParallel module, else a null context."""
-    import contextlib
     if isinstance(module, torch.nn.parallel.DistributedDataParallel):
         return module.no_sync()
     return contextlib.nullcontext()
