@@ -502,6 +502,19 @@ def test_resume_run_keeps_a_translated_label_ce_loss(train_module, tmp_path):
         G_synthesis=G.synthesis, D=D, **args.loss_kwargs)
     assert loss.translate == 16 and type(loss.inner).__name__ == 'LabelCELoss' and loss.inner.label_ce_weight == 10.0
 
+def test_pe_outside_trains_in_two_processes_with_the_ranks_in_step(digits_zip, tmp_path):
+    """--pe-outside adds a second generator backward per step; run without DDP's sync before the
+    host loss's synced one, so the two CPU processes' networks stay equal (the training loop checks
+    that at every snapshot) and the penalty reaches stats.jsonl."""
+    result = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.064', '--aug=noaug', '--cmax=16',
+                       '--pe=mspe', '--pe-margin=4', '--pe-outside=30', '--gpus=2', timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    assert run_dir.endswith('-mspe-m4-out30') and len(snapshots(run_dir)) >= 2
+    with open(os.path.join(run_dir, 'stats.jsonl')) as f:
+        rows = [json.loads(line) for line in f]
+    assert all(row['Loss/G/outside']['num'] > 0 and math.isfinite(row['Loss/G/outside']['mean']) for row in rows)
+
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     common = conditional_flags(tmp_path)
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1, dmap_lr=1)
