@@ -3,8 +3,8 @@
 The border recipe's digit models draw copies of their digit about 25 px outside the training grid,
 where the discriminator never looks (results/NOTES.md). For data whose content sits on a plain
 background (digits, sprites, product shots), the right drawing there is that background; for photos
-that fill the frame there is no such answer, so leave the flag off there. `PlainOutsideLoss` wraps the host's loss and, in the generator's main phase, renders the same
-latents on a window of the canvas at a random offset (up to `outside_reach` training pixels each
+that fill the frame there is no such answer, so leave the flag off there. `PlainOutsideLoss` wraps
+the host's loss and, in the generator's main phase, renders the same latents on a window of the canvas at a random offset (up to `outside_reach` training pixels each
 way), and adds `outside_weight` times the mean squared distance, over the window's pixels whose
 coordinates lie outside the training grid, between the rendering and the reals' background (the
 mean of the minibatch's outermost pixel ring, per channel).
@@ -16,13 +16,13 @@ import numpy as np
 import torch
 
 import dnnlib
+from mspe_plugin.translate import LossWrapper, border_ring
 
 #----------------------------------------------------------------------------
 
 def ring_mean(images):
     """The mean of the outermost pixel ring of images [N, C, H, W], per channel: [1, C, 1, 1]."""
-    ring = torch.cat([images[:, :, 0, :], images[:, :, -1, :], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
-    return ring.mean(dim=(0, 2))[None, :, None, None]
+    return border_ring(images).mean(dim=(0, 2))[None, :, None, None]
 
 def outside_mask(origin, size, R, device=None):
     """[1, 1, H, W] float mask of a canvas window at integer `origin` (y, x), `size` (H, W): 1 where
@@ -38,7 +38,7 @@ def _no_sync(module):
         return module.no_sync()
     return contextlib.nullcontext()
 
-class PlainOutsideLoss:
+class PlainOutsideLoss(LossWrapper):
     """Any host loss (`wrapped_class_name` with its kwargs; a name of its own, so that it can wrap
     TranslatedRealsLoss, whose `inner_class_name` passes through), plus in 'Gmain' / 'Gboth' the penalty of
     the module docstring. The extra backward runs without DDP's gradient sync, before the inner
@@ -49,12 +49,6 @@ class PlainOutsideLoss:
         self.G_mapping_ = kwargs.get('G_mapping')
         self.G_synthesis_ = kwargs.get('G_synthesis')
         self.inner = dnnlib.util.construct_class_by_name(class_name=wrapped_class_name, **kwargs)
-
-    def __getattr__(self, name):
-        # pl_mean and the rest of the inner loss's state, for the training loop's snapshots.
-        if name == 'inner':
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def outside_penalty(self, real_img, gen_z, gen_c):
         """The penalty's value (a scalar tensor) for one minibatch, and the window's origin."""

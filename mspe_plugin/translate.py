@@ -20,14 +20,26 @@ import dnnlib
 
 #----------------------------------------------------------------------------
 
+def border_ring(images):
+    """The outermost pixel ring of images [N, C, H, W] as [N, C, 2H + 2W] (corners twice)."""
+    return torch.cat([images[:, :, 0, :], images[:, :, -1, :], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
+
+class LossWrapper:
+    """Base of the plugin's losses that wrap a host loss (`self.inner`): every attribute they do not
+    have themselves (pl_mean and the rest of the inner loss's state, for the training loop's
+    snapshots) is the inner loss's."""
+    def __getattr__(self, name):
+        if name == 'inner':
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
 def translate_images(images, dy, dx):
     """images [N, C, H, W] moved by (dy, dx) whole pixels (content moves down / right for
     positive values), the uncovered band filled with each image's border mean per channel."""
     if dy == 0 and dx == 0:
         return images
     N, C, H, W = images.shape
-    ring = torch.cat([images[:, :, 0, :], images[:, :, -1, :], images[:, :, :, 0], images[:, :, :, -1]], dim=2)
-    fill = ring.mean(dim=2)[:, :, None, None].expand(N, C, H, W)
+    fill = border_ring(images).mean(dim=2)[:, :, None, None].expand(N, C, H, W)
     out = fill.clone()
     ys, yd = (slice(0, H - dy), slice(dy, H)) if dy >= 0 else (slice(-dy, H), slice(0, H + dy))
     xs, xd = (slice(0, W - dx), slice(dx, W)) if dx >= 0 else (slice(-dx, W), slice(0, W + dx))
@@ -35,19 +47,13 @@ def translate_images(images, dy, dx):
         out[:, :, yd, xd] = images[:, :, ys, xs]
     return out
 
-class TranslatedRealsLoss:
+class TranslatedRealsLoss(LossWrapper):
     """Any host loss (`inner_class_name` with its kwargs), with every minibatch of reals moved by
     a random offset in -translate..translate pixels before the inner loss sees it. The window
     the generator renders is drawn by the generator itself, independently (mspe_plugin.networks)."""
     def __init__(self, translate=0, inner_class_name='training.loss.StyleGAN2Loss', **kwargs):
         self.translate = int(translate)
         self.inner = dnnlib.util.construct_class_by_name(class_name=inner_class_name, **kwargs)
-
-    def __getattr__(self, name):
-        # pl_mean and the rest of the inner loss's state, for the training loop's snapshots.
-        if name == 'inner':
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, sync, gain):
         if self.translate > 0 and real_img is not None:
