@@ -444,12 +444,13 @@ def test_compare_upstream_finds_a_changed_network_and_nothing_in_an_identical_on
 
 def test_collect_digit_models_writes_another_model_set_with_its_width(tmp_path, monkeypatch):
     """--out puts a model set of its own (pickles and models.json) elsewhere; its record gives the
-    train_digits.sh line with that folder, the width and the compile flags."""
+    train_digits.sh line with that folder, the width, the compile flags and each model's plugin flags."""
     from scripts.experiments import collect_digit_models as cdm
     run_dir = tmp_path / 'runs' / 'default' / '00000-w'
     run_dir.mkdir(parents=True)
     (run_dir / 'training_options.json').write_text(json.dumps(dict(
-        G_kwargs=dict(synthesis_kwargs=dict(channel_base=1024, channel_max=128)), batch_size=4, loss_kwargs={},
+        G_kwargs=dict(synthesis_kwargs=dict(channel_base=1024, channel_max=128, pe='mspe', pe_resize=[0.75, 1.5], pe_margin=8)), batch_size=4,
+        loss_kwargs=dict(class_name='mspe_plugin.outside.PlainOutsideLoss', outside_weight=30.0),
         compile_mode='on', cpu_bf16=True, training_set_kwargs=dict(use_labels=True))))
     with open(run_dir / 'network-snapshot-000004.pkl', 'wb') as f:
         pickle.dump(dict(G_ema=tiny_G('mspe'), training_set_kwargs={}, progress=dict(cur_nimg=4000)), f)
@@ -461,7 +462,8 @@ def test_collect_digit_models_writes_another_model_set_with_its_width(tmp_path, 
     assert (tmp_path / 'models' / 'wide' / 'default.pkl').is_file()
     assert 'MODELS=' in record['command'] and 'CMAX=128 CBASE=1024' in record['command']
     assert '--compile=on --cpu-bf16=1' in record['command']
-    assert '--cmax=128 --cbase=1024' in record['settings'] and 'default --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8' in record['settings']
+    assert '--cmax=128 --cbase=1024' in record['settings']
+    assert 'default --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8 --pe-outside=30' in record['settings']    # read from the run's options
 
 def test_collect_digit_models_takes_the_snapshot_at_the_asked_kimg(tmp_path, monkeypatch):
     """--kimg picks one common training length for every model; a missing length says so."""

@@ -143,6 +143,20 @@ def extra_flags(options):
         flags.append('--cpu-bf16=1')
     return ' '.join(flags)
 
+def pe_flags(model):
+    """The plugin's train.py flags that a collected model was trained with, read from its
+    G_kwargs and loss_kwargs (--pe, --pe-resize, --pe-margin, --pe-outside)."""
+    synthesis = (model.get('G_kwargs') or {}).get('synthesis_kwargs') or {}
+    flags = [f'--pe={synthesis.get("pe") or "none"}']
+    if synthesis.get('pe_resize'):
+        flags.append('--pe-resize=' + ','.join(f'{v:g}' for v in synthesis['pe_resize']))
+    if synthesis.get('pe_margin'):
+        flags.append(f'--pe-margin={synthesis["pe_margin"]:g}')
+    weight = (model.get('loss_kwargs') or {}).get('outside_weight')
+    if weight:
+        flags.append(f'--pe-outside={weight:g}')
+    return ' '.join(flags)
+
 def width(models):
     """(channel_base, channel_max) common to `models`' generators; None for a value that differs
     or is unknown."""
@@ -236,9 +250,7 @@ def main(names, kimg=None, runs_dir=None, out=None, self_cond=False):
                  '; class-conditional on the MNIST labels' if cond else '')
     record['settings'] = (f'--cfg={sorted(cfgs)[0]}' + width_text + ' --aug=noaug --mirror=false --seed=0' + (' --cond=1' if cond else '') + lr_text + extra_text +
                           f' ({width_words}, batch {"/".join(str(b) for b in batches)}, no augmentation' +
-                          cond_text + '); baseline --pe=none, '
-                          'sspe --pe=sspe, mspe --pe=mspe, mspe_rs --pe=mspe --pe-resize=0.75,1.5, '
-                          'default --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8')
+                          cond_text + '); ' + ', '.join(f'{name} {pe_flags(m)}' for name, m in record['models'].items()))
     os.makedirs(out_dir, exist_ok=True)
     with open(path, 'w') as f:
         json.dump(record, f, indent=1)

@@ -4,6 +4,7 @@
 #   DDPMs:       python -m scripts.experiments.ddpm_train ...            (results/models/ddpm-{none,mspe}.pt)
 #
 #   bash scripts/experiments/run_experiments.sh      # two lanes side by side, one core each
+#   DDPM=0 bash scripts/experiments/run_experiments.sh   # keep the DDPM reconstructions (after retraining a GAN only)
 #
 # Each script writes its JSON and PNG into results/paper/; results_md.py then regenerates
 # results/README.md and the README's results table from those files. The training progress table
@@ -50,7 +51,9 @@ other_lane() {   # diversity, rolled shifts and EQ-T with a margin, inversion, t
     for d in mspe none-margin16 mspe-margin16 mspe-margin16-canvas none-window48 mspe-window48 none-window64whole mspe-window64whole; do
         [ -f "results/models/ddpm-$d.pt" ] && ddpms="$ddpms,results/models/ddpm-$d.pt"
     done
-    if [ -f results/models/ddpm-none.pt ] && [ -f results/models/ddpm-mspe.pt ]; then
+    if [ "${DDPM:-1}" = 0 ]; then
+        echo "DDPM=0: ddpm_reconstruct not rerun (its JSON and figures stay as they are)"
+    elif [ -f results/models/ddpm-none.pt ] && [ -f results/models/ddpm-mspe.pt ]; then
         python -m scripts.experiments.ddpm_reconstruct --models="$ddpms" --threads=1
     else
         echo "skipping ddpm_reconstruct: results/models/ddpm-{none,mspe}.pt missing (train them with scripts.experiments.ddpm_train)"

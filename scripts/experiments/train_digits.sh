@@ -7,7 +7,8 @@
 #   mspe      MS-PE: PE input + gamma_l * PE_l at every later scale
 #   mspe_rs   MS-PE with random resizing (G renders at a zoom in [0.75, 1.5], resized back)
 #   default   MS-PE with random resizing and random 0-8 px margins per side (the border recipe,
-#             --pe-resize=0.75,1.5 --pe-margin=8; what --cfg=mspe means)
+#             --pe-resize=0.75,1.5 --pe-margin=8; what --cfg=mspe means) and the plain-outside penalty
+#             for plain-background data (--pe-outside=30, mspe_plugin/outside.py)
 #
 #   bash scripts/experiments/train_digits.sh                  # all four, one after another
 #   bash scripts/experiments/train_digits.sh mspe baseline    # just these
@@ -35,6 +36,9 @@
 #     DATA=datasets/mnist60k-ul32-k100.zip \
 #     EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --label-groups=1 --label-groups-kimg=480 --compile=on --cpu-bf16=1" \
 #     bash scripts/experiments/train_digits.sh baseline sspe mspe mspe_rs default
+# The committed default.pkl had the penalty from 128 kimg on (it was added to the run's training_options.json
+# at its 128-kimg snapshot, results/NOTES.md "A plain world beyond the grid"); this script gives it from the
+# start, which was not run to full length. That run's snapshot and options: results/models/resume/outside-w30/.
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when
 # the script is started again (a killed run loses at most one snapshot interval). After each run
@@ -83,7 +87,7 @@ pe_flags() {
         sspe)     echo "--pe=sspe" ;;
         mspe)     echo "--pe=mspe" ;;
         mspe_rs)  echo "--pe=mspe --pe-resize=0.75,1.5" ;;
-        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8" ;;
+        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8 --pe-outside=30" ;;
         *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs default" >&2; exit 2 ;;
     esac
 }
