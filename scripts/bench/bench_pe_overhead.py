@@ -1,7 +1,9 @@
 """What MS-PE costs per training step: a G+D step with --pe=mspe against --pe=none and against
 the host's own generator, same widths, same batch, timed interleaved in one process; and what
 the border recipe adds on top (`mspe_rm`: --pe=mspe --pe-resize=0.75,1.5 --pe-margin=8, where G
-renders a randomly zoomed canvas extended by random margins and crops it).
+renders a randomly zoomed canvas extended by random margins and crops it), and the digit default
+(`mspe_rmo`: the recipe plus --pe-outside=30, whose G phase renders the latents once more on a window
+beyond the grid: mspe_plugin.outside.PlainOutsideLoss.outside_penalty, called as training calls it).
 
     python -m scripts.bench.bench_pe_overhead [--resolutions 32,64] [--batch 16] [--repeats 15] [--out results/bench/bench_pe_overhead.json]
 
@@ -25,14 +27,17 @@ from scripts import ROOT
 from scripts.experiments.digits import pick_device
 import dnnlib  # noqa: E402  (the vendored host, on sys.path through `scripts`)
 from mspe_plugin import register  # noqa: E402
+from mspe_plugin.outside import PlainOutsideLoss  # noqa: E402
 from training import networks  # noqa: E402
 
-VARIANTS = ('host', 'none', 'mspe', 'mspe_rm')
+VARIANTS = ('host', 'none', 'mspe', 'mspe_rm', 'mspe_rmo')
 PLUGIN_FLAGS = {                # variant -> configure_generator arguments (train.py's flags)
     'none': dict(pe='none'),
     'mspe': dict(pe='mspe'),
     'mspe_rm': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
+    'mspe_rmo': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
 }
+OUTSIDE_WEIGHT = {'mspe_rmo': 30.0}    # variant -> --pe-outside
 
 def build(variant, res, device, channel_base=2048, channel_max=128):
     """(G, D) of one variant: 'host' = training.networks.Generator; 'none' / 'mspe' through
@@ -46,11 +51,18 @@ def build(variant, res, device, channel_base=2048, channel_max=128):
     G = dnnlib.util.construct_class_by_name(**G_kwargs, c_dim=0, img_resolution=res, img_channels=3).to(device)
     D = networks.Discriminator(c_dim=0, img_resolution=res, img_channels=3, channel_base=channel_base,
                                channel_max=channel_max).to(device)
-    return G, D
+    outside = None
+    if variant in OUTSIDE_WEIGHT:
+        outside = PlainOutsideLoss(outside_weight=OUTSIDE_WEIGHT[variant], device=device, G_mapping=G.mapping,
+                                   G_synthesis=G.synthesis, D=D)
+    return G, D, outside
 
-def train_step(G, D, z, real):
+def train_step(G, D, outside, z, real):
     fake = G(z, None)
-    F.softplus(-D(fake, None)).mean().backward()                                   # G main
+    loss = F.softplus(-D(fake, None)).mean()
+    if outside is not None:                                                         # --pe-outside's penalty
+        loss = loss + outside.outside_weight * outside.outside_penalty(real, z, None)[0]
+    loss.backward()                                                                 # G main
     loss = F.softplus(D(fake.detach(), None)).mean() + F.softplus(-D(real, None)).mean()
     loss.backward()                                                                 # D main
 
@@ -83,12 +95,14 @@ def main(resolutions, batch, repeats, threads, out):
         row = dict(res=res, batch=batch, seconds=median,
                    mspe_vs_none_percent=100 * (median['mspe'] / median['none'] - 1),
                    mspe_vs_host_percent=100 * (median['mspe'] / median['host'] - 1),
-                   mspe_rm_vs_mspe_ratio=median['mspe_rm'] / median['mspe'])
+                   mspe_rm_vs_mspe_ratio=median['mspe_rm'] / median['mspe'],
+                   mspe_rmo_vs_mspe_ratio=median['mspe_rmo'] / median['mspe'])
         rows.append(row)
         print(f'{res:>4} px: host {median["host"] * 1e3:7.1f} ms  pe=none {median["none"] * 1e3:7.1f} ms  '
               f'pe=mspe {median["mspe"] * 1e3:7.1f} ms  ->  MS-PE {row["mspe_vs_none_percent"]:+.1f}% vs pe=none, '
               f'{row["mspe_vs_host_percent"]:+.1f}% vs host; resize + margins {median["mspe_rm"] * 1e3:7.1f} ms '
-              f'= x{row["mspe_rm_vs_mspe_ratio"]:.2f} of pe=mspe')
+              f'= x{row["mspe_rm_vs_mspe_ratio"]:.2f} of pe=mspe; + --pe-outside {median["mspe_rmo"] * 1e3:7.1f} ms '
+              f'= x{row["mspe_rmo_vs_mspe_ratio"]:.2f}')
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, 'w') as f:
         json.dump(dict(command=' '.join(['python -m scripts.bench.bench_pe_overhead'] + sys.argv[1:]), device=device.type,
