@@ -52,7 +52,7 @@ MODELS = {                      # name -> label in figures
     'sspe': 'SS-PE',
     'mspe': 'MS-PE',
     'mspe_rs': 'MS-PE + resize',
-    'default': 'MS-PE + resize + margins (--cfg=mspe)',
+    'default': 'MS-PE + resize + margins + plain outside (--cfg=mspe --pe-outside=30)',
 }
 MODELS_DIR = os.path.join(RESULTS, 'models')
 

@@ -22,7 +22,7 @@ RESULTS = os.path.join(ROOT, 'results')
 TEMPLATE = os.path.join(RESULTS, 'README.template.md')
 BEGIN, END = '<!-- results:begin (python -m scripts.experiments.results_md) -->', '<!-- results:end -->'
 LABELS = {'baseline': 'Baseline (const)', 'sspe': 'SS-PE', 'mspe': 'MS-PE', 'mspe_rs': 'MS-PE + resize',
-          'default': 'MS-PE + resize + margins'}
+          'default': 'MS-PE + resize + margins + plain outside'}
 DDPM_LABELS = {'none': 'Baseline DDPM', 'mspe': 'MS-PE DDPM'}
 SECTION_RE = re.compile(r'^<!-- section: (\w+) -->\n', re.MULTILINE)
 
@@ -454,7 +454,7 @@ def _border_summary(prefix='paper/'):
     for n in sorted(models_d['models'], key=_order):
         r, e, e8 = follow.get(n, {}), eqt_d['models'].get(n, {}), (eqt8 or {'models': {}})['models'].get(n, {})
         v = variety.get(n, {})
-        rows.append([label(n) + (' (`--cfg=mspe`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
+        rows.append([label(n) + (' (`--cfg=mspe --pe-outside=30`)' if n == 'default' else ''), fmt(r.get('move_8'), '.2f'), fmt(r.get('enlarged'), '.2f'),
                      fmt(r.get('zoom2'), '.2f'), fmt(e.get('eqt_int'), '.2f'), fmt(e.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap, n), '.2f'),
                      fmt(e8.get('eqt_int'), '.2f'), fmt(e8.get('eqt_frac'), '.2f'), fmt(_rolled_frac(wrap8, n), '.2f'), fmt(frechet.get(n), '.1f'),
                      fmt(frechet8.get(n), '.1f'), fmt(v.get('classes_confident'), '.2f'), fmt(v.get('shape_std'), '.3f')])

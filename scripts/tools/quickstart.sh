@@ -9,8 +9,9 @@
 #
 # Output: out/quickstart/{shift,zoom,wide,beyond}/ (seed PNGs, grid.png, translate strips), and
 # the same canvases of our committed MNIST model in out/quickstart/trained-*/:
-# results/models/default.pkl, the unconditional `--cfg=mspe` model (MS-PE with random resizing and
-# random margins, the border recipe, results/README.md), which follows the canvas; where that one is
+# results/models/default.pkl, the unconditional digit default (`--cfg=mspe`: MS-PE with random resizing
+# and random margins, the border recipe; plus --pe-outside=30, which keeps the canvas beyond the grid
+# plain; results/README.md), which follows the canvas; where that one is
 # missing, the class-conditional results/models/wide/default.pkl drawing digit $CLASS (default 3).
 # Then a moved and zoomed real digit projected into default.pkl with its canvas found
 # (out/quickstart/unaligned/: target.png, proj.png, projected_w.npz with the fitted canvas).
