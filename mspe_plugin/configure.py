@@ -67,6 +67,34 @@ def configure_loss(loss_kwargs, pe_translate=None, pe_outside=None):
                            wrapped_class_name=inner.pop('class_name'), **inner)
     return loss_kwargs
 
+OUTSIDE_LOSS = 'mspe_plugin.outside.PlainOutsideLoss'
+
+def set_outside_penalty(G_kwargs, loss_kwargs, weight):
+    """Give a continuing run (its saved G_kwargs and loss_kwargs, in place) the plain-outside
+    penalty at `weight` (train.py --resume-run=DIR --pe-outside=W): a loss without it is wrapped
+    as configure_loss does; one with it gets the new weight; weight 0 unwraps it. Raises
+    ValueError (one sentence) for a generator without canvases.
+
+    :return: the previous weight (0 for none)."""
+    weight = float(weight)
+    if not weight >= 0:
+        raise ValueError(f'--pe-outside is a weight of zero or more; got {weight!r}.')
+    if G_kwargs.get('class_name') != GENERATOR_CLASS:
+        raise ValueError('--pe-outside renders the canvas beyond the training grid, which this run\'s generator '
+                         f'({G_kwargs.get("class_name")}) has no canvas for; it needs a run trained with --pe (or --cfg=mspe).')
+    if loss_kwargs.get('class_name') == OUTSIDE_LOSS:
+        previous = float(loss_kwargs.get('outside_weight', 1.0))
+        if weight > 0:
+            loss_kwargs['outside_weight'] = weight
+        else:
+            inner = dict(loss_kwargs)
+            loss_kwargs.clear()
+            loss_kwargs.update(class_name=inner.pop('wrapped_class_name'),
+                               **{k: v for k, v in inner.items() if k not in ('class_name', 'outside_weight', 'outside_reach')})
+        return previous
+    configure_loss(loss_kwargs, None, weight)
+    return 0.0
+
 def configure_training(args, pe_resize=None, pe_margin=None, pe_translate=None, pe_padding=None, pe_min_period=None, pe_min_period_res=None,
                        pe_outside=None):
     """The host's training-loop options (args, the EasyDict train.py builds) that the plugin's

@@ -14,7 +14,8 @@ This module is the one name hosts import; the code lives by concern in
   convert.py     loaded generators: device, canvas rendering, conversion of plain generators.
 """
 
-from mspe_plugin.configure import GENERATOR_CLASS, configure_generator, configure_loss, configure_training, run_desc_suffix
+from mspe_plugin.configure import (GENERATOR_CLASS, configure_generator, configure_loss, configure_training, run_desc_suffix,
+                                   set_outside_penalty)
 from mspe_plugin.convert import (check_canvas_support, default_device, default_margin, synthesis_kwargs, with_canvas_support,
                                  with_default_margin)
 from mspe_plugin.options import (CFG_NAMES, CFG_RECIPES, PE_CHOICES, canvas_from_options, canvas_options, parse_pe_resize,
@@ -22,5 +23,5 @@ from mspe_plugin.options import (CFG_NAMES, CFG_RECIPES, PE_CHOICES, canvas_from
 
 __all__ = ['CFG_NAMES', 'CFG_RECIPES', 'GENERATOR_CLASS', 'PE_CHOICES', 'canvas_from_options', 'canvas_options', 'check_canvas_support',
            'configure_generator', 'configure_loss', 'configure_training', 'default_device', 'default_margin', 'parse_pe_resize', 'parse_translate_strip', 'resolve_cfg',
-           'run_desc_suffix', 'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support',
+           'run_desc_suffix', 'set_outside_penalty', 'split_cfg', 'strip_canvases', 'synthesis_kwargs', 'translate_strip_option', 'with_canvas_support',
            'with_default_margin']

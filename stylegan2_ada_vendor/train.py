@@ -14,7 +14,8 @@ that are not upstream's sit in option groups of their own, below upstream's:
                      committed digit models;
   MS-PE plugin       when mspe_plugin is importable: --cfg=mspe|sspe, --pe, --pe-resize, --pe-margin,
                      --pe-padding, --pe-translate, --pe-min-period, --pe-min-period-res, --pe-outside
-                     (mspe_plugin/register.py).
+                     (mspe_plugin/register.py; --pe-outside may also accompany --resume-run: the
+                     penalty from the resumed snapshot on, kept in training_options.json).
 """
 
 import json
@@ -57,7 +58,7 @@ RESUME_SPECS = {    # upstream's published transfer-learning sources
 }
 
 # Flags that may accompany --resume-run (everything else comes from training_options.json).
-RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers', 'compile_mode', 'label_groups_kimg'}
+RESUME_RUN_FLAGS = {'resume_run', 'outdir', 'kimg', 'dry_run', 'workers', 'compile_mode', 'label_groups_kimg', 'pe_outside'}
 
 #----------------------------------------------------------------------------
 # Plugin hook: a plugin module exposing the mspe_plugin.register API (mspe_plugin/register.py).
@@ -635,7 +636,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     if resume_run is not None:
         extra = sorted(given - RESUME_RUN_FLAGS)
         if extra:
-            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg, --workers, --compile and --label-groups-kimg may change).')
+            raise click.ClickException(f'--resume-run continues a run with its own training_options.json; drop --{extra[0].replace("_", "-")} (only --kimg, --workers, --compile, --label-groups-kimg and --pe-outside may change).')
         run_dir = find_run_dir(resume_run, outdir)
         args, snapshot, resumed_kimg = setup_resume_run(run_dir, config_kwargs['kimg'])
         if config_kwargs['workers'] is not None:
@@ -646,6 +647,16 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
             args.label_groups_kimg = check_label_groups_kimg(config_kwargs['label_groups_kimg'], args.get('label_groups', False))
         note = f'Continuing {run_dir} from {os.path.basename(snapshot)} at kimg {resumed_kimg:g}' if snapshot else f'Restarting {run_dir} from scratch (it has no snapshot yet)'
         note += f' up to kimg {args.total_kimg:g}'
+        if pe_outside is not None:    # the plain-outside penalty from here on (persisted below)
+            plugin = load_plugin()
+            if plugin is None:
+                root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+                raise click.ClickException(f'--pe-outside needs the mspe plugin: pip install -e {root}')
+            try:
+                previous = plugin.set_outside_penalty(args.G_kwargs, args.loss_kwargs, pe_outside)
+            except ValueError as err:
+                raise click.ClickException(str(err))
+            note += f'; plain-outside penalty weight {previous:g} -> {pe_outside:g} from here on'
     else:
         config_kwargs = {name: value for name, value in config_kwargs.items() if value is not None}
         defaults = dict(gpus=1, snap=50, seed=0, cond=False, mirror=False, cfg='auto', fp32=False, nhwc=False,
@@ -701,10 +712,11 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
     print('Launching processes...')
     if resume_run is not None:
         dropped = clean_run_dir(args.run_dir, resumed_kimg)
-        if config_kwargs['label_groups_kimg'] is not None:
+        if config_kwargs['label_groups_kimg'] is not None or pe_outside is not None:
             with dnnlib.util.atomic_write(os.path.join(args.run_dir, 'training_options.json'), 'w') as f:
                 json.dump(args, f, indent=2)
-            note += f'; label groups until kimg {args.label_groups_kimg:g}'
+            if config_kwargs['label_groups_kimg'] is not None:
+                note += f'; label groups until kimg {args.label_groups_kimg:g}'
         note += f'; dropped {dropped} stats.jsonl line(s) past that point.' if dropped else '.'
         with open(os.path.join(args.run_dir, 'log.txt'), 'a') as f:
             f.write(note + '\n')

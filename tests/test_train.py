@@ -515,6 +515,49 @@ def test_pe_outside_trains_in_two_processes_with_the_ranks_in_step(digits_zip, t
         rows = [json.loads(line) for line in f]
     assert all(row['Loss/G/outside']['num'] > 0 and math.isfinite(row['Loss/G/outside']['mean']) for row in rows)
 
+def test_pe_outside_joins_a_continuing_run_from_its_snapshot(digits_zip, tmp_path):
+    """--resume-run=DIR --pe-outside=W adds the penalty to a run from its newest snapshot on (how the
+    committed digit default was made): training_options.json keeps it, log.txt says so, and only
+    the ticks after the snapshot report it."""
+    first = run_train(tmp_path, f'--data={digits_zip}', *TINY, '--kimg=0.032', '--aug=noaug', '--cmax=16', '--pe=mspe', '--pe-margin=4')
+    assert first.returncode == 0, first.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    resumed = run_train(tmp_path, f'--resume-run={run_dir}', '--kimg=0.08', '--pe-outside=30')
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['loss_kwargs']['class_name'] == 'mspe_plugin.outside.PlainOutsideLoss'
+    assert options['loss_kwargs']['outside_weight'] == 30 and options['loss_kwargs']['wrapped_class_name'] == 'training.loss.StyleGAN2Loss'
+    assert 'plain-outside penalty weight 0 -> 30 from here on' in open(os.path.join(run_dir, 'log.txt')).read()
+    rows = read_stats(run_dir)
+    before = [r for r in rows if r['Progress/kimg']['mean'] <= 0.032 + 1e-6]
+    after = [r for r in rows if r['Progress/kimg']['mean'] > 0.032 + 1e-6]
+    assert before and after
+    assert all('Loss/G/outside' not in r for r in before)
+    assert all(r['Loss/G/outside']['num'] > 0 and math.isfinite(r['Loss/G/outside']['mean']) for r in after)
+
+def test_set_outside_penalty_wraps_reweights_and_unwraps_a_saved_loss():
+    from mspe_plugin import register
+    G_kwargs = dict(class_name=register.GENERATOR_CLASS)
+    original = dict(class_name='training.loss_labelce.LabelCELoss', r1_gamma=0.01, label_ce_weight=10.0)
+    loss_kwargs = dict(original)
+    assert register.set_outside_penalty(G_kwargs, loss_kwargs, 30) == 0
+    assert loss_kwargs == dict(original, class_name='mspe_plugin.outside.PlainOutsideLoss', outside_weight=30.0,
+                               wrapped_class_name='training.loss_labelce.LabelCELoss')
+    assert register.set_outside_penalty(G_kwargs, loss_kwargs, 5) == 30 and loss_kwargs['outside_weight'] == 5
+    assert register.set_outside_penalty(G_kwargs, loss_kwargs, 0) == 5 and loss_kwargs == original
+    with pytest.raises(ValueError, match='has no canvas for'):
+        register.set_outside_penalty(dict(class_name='training.networks.Generator'), dict(original), 30)
+
+def test_pe_outside_on_resume_refuses_a_generator_without_canvases(train_module, tmp_path):
+    options = dict(num_gpus=1, total_kimg=1, training_set_kwargs=dict(path='data.zip', max_size=8, resolution=16, use_labels=False, xflip=False),
+                   data_loader_kwargs=dict(num_workers=0), G_kwargs=dict(class_name='training.networks.Generator'),
+                   loss_kwargs=dict(class_name='training.loss.StyleGAN2Loss'))
+    (tmp_path / '00000-host').mkdir()
+    (tmp_path / '00000-host' / 'training_options.json').write_text(json.dumps(options))
+    result = invoke(train_module, [f'--resume-run={tmp_path / "00000-host"}', '--pe-outside=30', '--dry-run'])
+    assert result.exit_code != 0
+    assert 'has no canvas for' in assert_one_sentence_error(result.output)
+
 def test_dmap_sets_the_depth_of_the_conditional_discriminators_label_mapping(train_module, tmp_path):
     common = conditional_flags(tmp_path)
     args, desc, _cfg = train_module.setup_training_loop_kwargs(**common, dmap=1, dmap_lr=1)

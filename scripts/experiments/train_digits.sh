@@ -36,9 +36,10 @@
 #     DATA=datasets/mnist60k-ul32-k100.zip \
 #     EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1 --label-groups=1 --label-groups-kimg=480 --compile=on --cpu-bf16=1" \
 #     bash scripts/experiments/train_digits.sh baseline sspe mspe mspe_rs default
-# The committed default.pkl had the penalty from 128 kimg on (it was added to the run's training_options.json
-# at its 128-kimg snapshot, results/NOTES.md "A plain world beyond the grid"); this script gives it from the
-# start, which was not run to full length. That run's snapshot and options: results/models/resume/outside-w30/.
+# `default` trains the border recipe to OUTSIDE_KIMG (128) and continues with --pe-outside=30 from there, as
+# the committed default.pkl did (results/NOTES.md "A plain world beyond the grid"; the penalty joined that run
+# by an edit of its training_options.json, which train.py --resume-run --pe-outside now makes). That run's
+# snapshot and options: results/models/resume/outside-w30/.
 #
 # Every run lives in $RUNS/<name>/ (default runs/digits) and resumes from its newest snapshot when
 # the script is started again (a killed run loses at most one snapshot interval). After each run
@@ -68,6 +69,9 @@ SELF_COND=${SELF_COND:-0}        # 1: DATA's labels are shape clusters (cluster_
 EXTRA=${EXTRA:-}                 # more train.py flags for a new run, e.g. EXTRA="--label-ce=10 --dmap=1 --dmap-lr=1"
 MNIST=${MNIST:-tests/data/mnist/t10k-images-idx3-ubyte.gz}    # the digits DATA is built from when missing
 DATA=${DATA:-datasets/mnist-ul32.zip}
+OUTSIDE=${OUTSIDE:-30}           # default: weight of the plain-outside penalty (train.py --pe-outside)
+OUTSIDE_KIMG=${OUTSIDE_KIMG:-128}  # default: the penalty joins the run here (train.py --resume-run --pe-outside);
+                                 # 0: from the start (not what the committed default did)
 NAMES=("$@")
 if [ "$COND" = 1 ]; then COND_FLAG=--cond=1; DEFAULT_RUNS=runs/digits-cond; else COND_FLAG=; DEFAULT_RUNS=runs/digits; fi
 RUNS=${RUNS:-$DEFAULT_RUNS}      # where the runs live (another schedule: another folder, e.g. RUNS=runs/digits-c128 CMAX=128)
@@ -87,13 +91,14 @@ pe_flags() {
         sspe)     echo "--pe=sspe" ;;
         mspe)     echo "--pe=mspe" ;;
         mspe_rs)  echo "--pe=mspe --pe-resize=0.75,1.5" ;;
-        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8 --pe-outside=30" ;;
+        default)  echo "--pe=mspe --pe-resize=0.75,1.5 --pe-margin=8" ;;    # + --pe-outside from OUTSIDE_KIMG (below)
         *) echo "unknown model '$1': choose from baseline sspe mspe mspe_rs default" >&2; exit 2 ;;
     esac
 }
 
-mkdir -p "$MODELS"
-for name in "${NAMES[@]}"; do
+train_to() {   # train_to NAME KIMG [MORE_FLAGS]: start the run of NAME, or continue it, to KIMG (MORE_FLAGS: either way)
+    local name=$1 kimg=$2 more_flags=${3:-}
+    local flags outdir run_dir
     flags=$(pe_flags "$name")
     outdir=$RUNS/$name
     if ls "$outdir"/*/training_options.json >/dev/null 2>&1; then
@@ -101,7 +106,8 @@ for name in "${NAMES[@]}"; do
         if ls "$run_dir"network-snapshot-*.pkl >/dev/null 2>&1; then
             # --resume-run refuses a run that already reached KIMG (nothing to do); a crash is told
             # too, and its newest snapshot is still collected below.
-            python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$KIMG" \
+            # shellcheck disable=SC2086
+            python stylegan2_ada_vendor/train.py --resume-run="$run_dir" --kimg="$kimg" $more_flags \
                 || echo "$name: train.py ended with an error (see above; 'already reached' means the run is done)"
         else
             rm -rf "$run_dir"    # died before its first snapshot: nothing to keep
@@ -110,7 +116,33 @@ for name in "${NAMES[@]}"; do
     if ! ls "$outdir"/*/network-snapshot-*.pkl >/dev/null 2>&1; then
         # shellcheck disable=SC2086
         python stylegan2_ada_vendor/train.py --outdir="$outdir" --data="$DATA" --cfg="$CFG" --cmax="$CMAX" $flags \
-            --aug=noaug --mirror=false --kimg="$KIMG" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS
+            --aug=noaug --mirror=false --kimg="$kimg" --snap="$SNAP_TICKS" --seed=0 --metrics=none $COND_FLAG $LR_FLAGS $more_flags
+    fi
+}
+
+reached() {    # reached NAME KIMG: whether the newest snapshot of NAME's run is at KIMG or later
+    local newest
+    newest=$(ls "$RUNS/$1"/*/network-snapshot-*.pkl 2>/dev/null | sed 's/.*network-snapshot-\([0-9.]*\)\.pkl$/\1/' | sort -g | tail -n 1)
+    [ -n "$newest" ] && awk "BEGIN { exit !($newest >= $2) }"
+}
+
+mkdir -p "$MODELS"
+for name in "${NAMES[@]}"; do
+    pe_flags "$name" >/dev/null
+    if [ "$name" = default ] && awk "BEGIN { exit !($OUTSIDE_KIMG <= 0) }"; then
+        train_to "$name" "$KIMG" "--pe-outside=$OUTSIDE"                         # the penalty from the start
+    elif [ "$name" = default ] && awk "BEGIN { exit !($OUTSIDE_KIMG >= $KIMG) }"; then
+        echo "$name: KIMG=$KIMG ends before OUTSIDE_KIMG=$OUTSIDE_KIMG, so this run gets no --pe-outside (OUTSIDE_KIMG=0: from the start)"
+        train_to "$name" "$KIMG"
+    elif [ "$name" = default ]; then
+        reached "$name" "$OUTSIDE_KIMG" || train_to "$name" "$OUTSIDE_KIMG"     # the border recipe alone, then
+        if reached "$name" "$OUTSIDE_KIMG"; then
+            train_to "$name" "$KIMG" "--pe-outside=$OUTSIDE"                     # the plain-outside penalty joins the run
+        else
+            echo "$name: the run stopped before $OUTSIDE_KIMG kimg; start the script again to continue it" >&2
+        fi
+    else
+        train_to "$name" "$KIMG"
     fi
     if [ "$SELF_COND" = 1 ]; then SELF_FLAG=--self-cond; else SELF_FLAG=; fi
     # shellcheck disable=SC2086
