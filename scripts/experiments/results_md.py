@@ -505,9 +505,9 @@ def summary_table():
                   f'({cfg["num_digits"]} held-out digits moved by offsets {cfg["offsets"]}, zooms {cfg["zooms"]}; '
                   '`projector.py --fit-canvas --fit-zoom`): origin within 1 px and zoom within 5% for '
                   f'{anchor["mspe"]["both"]:.2f} of them with `--fit-method=anchor` ({search["mspe"]["both"]:.2f} with the search) '
-                  f'on the `--cfg=mspe` model, {anchor["baseline"]["both"]:.2f} ({search["baseline"]["both"]:.2f}) on the baseline; '
+                  f'on the digit default (`--cfg=mspe --pe-outside=30`), {anchor["baseline"]["both"]:.2f} ({search["baseline"]["both"]:.2f}) on the baseline; '
                   f'PSNR with the canvas anchored {anchor["mspe"]["psnr_estimated"]:.2f} against {anchor["baseline"]["psnr_estimated"]:.2f} dB'
-                  + (f' ({m8["summary"]["mspe"]["psnr_estimated"]:.2f} with the `--cfg=mspe` model drawn at its '
+                  + (f' ({m8["summary"]["mspe"]["psnr_estimated"]:.2f} with the digit default drawn at its '
                      f'{m8["config"]["margin_mspe"]} px inference margin)' if (m8 := load('paper/fit_canvas_eval_anchor_m8.json')) else '') + '.']
     oh = load('bench/bench_pe_overhead.json')
     if oh is not None:
