@@ -17,7 +17,9 @@ CPU or GPU and for targets of any size. Additions:
   --fit-zoom         with --fit-canvas, also search and optimise the zoom;
   --fit-method       with --fit-canvas: 'search' (the above) or 'anchor': the canvas on which the
                      generator's typical content frame (median centre and extent of its samples)
-                     lands on the target's, then w projected on it (content on a plain background).
+                     lands on the target's, then w projected on it (content on a plain background),
+                     from the best of short runs that start at w_avg and at the samples nearest the
+                     target on that canvas (restarts).
 The target is centre-cropped to the canvas' aspect ratio and resized to the canvas' size (the
 training resolution when no canvas flag is given). Writes target.png, proj.png,
 projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas and, with --fit-canvas, the
@@ -195,7 +197,7 @@ def project(
     search_step             = None,     # Coarse search: origin grid step, training pixels (None = R/8; fine level: 1/4 of it).
     search_zoom_range       = (0.5, 2.0),# Coarse search with fit_zoom: zooms in this range times canvas.zoom.
     search_latents          = 8,        # Coarse search, unconditional G: latents scored (w_avg and neighbours).
-    search_top              = 3,        # Restarts: the best distinct canvases, each refined briefly.
+    search_top              = 3,        # Restarts: the best distinct canvases (anchor: w_avg and the nearest samples), each refined briefly.
     fit_method              = 'search', # With fit_canvas: 'search' (search, restarts, joint refinement) or 'anchor' (below).
     anchor_samples          = 1000,     # fit_method='anchor': samples of G whose median content frame is the typical one.
     restart_steps           = None,     # Steps of each restart (None = num_steps // 10, at least 10).
@@ -220,7 +222,9 @@ def project(
     With fit_method='anchor' the canvas is instead the one on which G's typical content frame
     (the median centre and extent of `anchor_samples` samples on the training grid) lands on the
     target's content frame (mspe_plugin.fit.anchor_canvas): the alignment G learned from its
-    data, for content on a plain background. w is then projected on that canvas, which stays put.
+    data, for content on a plain background. w is then projected on that canvas, which stays put,
+    from the best of short runs from w_avg and the `search_top` - 1 samples whose renderings on
+    that canvas come closest to the target (restarts).
     """
     log = log or (lambda *args: None)
     device = torch.device(device) if device is not None else plugins.default_device()
@@ -334,6 +338,20 @@ def project(
             f'training pixels; canvas origin ({origin0[0]:.2f}, {origin0[1]:.2f}) zoom {zoom0:.3f} ({time.time() - start:.1f} s)')
         if bool(fit.touches_frame(target_images)[0]):
             log('anchor: the target\'s content reaches its edge; if it is cut off there, its frame (and so the canvas) is partial')
+        if search_top > 1:    # restarts: w_avg and the samples that, drawn on the anchored canvas, come closest to the target
+            moved = _moved(canvas, R, origin0, zoom0)
+            with torch.no_grad():
+                dists = torch.cat([(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), moved) - target_images)
+                                   .square().flatten(1).mean(dim=1) for i in range(0, count, 100)])
+            nearest = dists.argsort()[:search_top - 1]
+            starts = [w_avg] + [w_samples[int(i)][None] for i in nearest]
+            short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
+            finals = [run(short, origin0, zoom0, w, record=False) for w in starts]
+            best = int(np.argmin([f[0][-1] for f in finals]))
+            w0 = finals[best][3][2]
+            w0 = w0[:, :1] if not w_plus else w0
+            log(f'restarts: w_avg and the {len(starts) - 1} nearest samples on that canvas, {short} steps each, distances '
+                + ' '.join(f'{f[0][-1]:.4f}' for f in finals) + f'; continuing from #{best + 1}')
     elif fit_canvas:
         start = time.time()
         latents = _search_latents(w_samples[:, 0], labels, G.c_dim, search_latents, w_avg[0])[:, None, :]     # [K, 1, C]

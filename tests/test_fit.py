@@ -31,7 +31,7 @@ def to_target(img):
 
 @pytest.fixture(scope='module')
 def default_model():
-    """The committed 32 px `--cfg=mspe` digit model (MS-PE, random resizing and margins; unconditional)."""
+    """The committed 32 px digit default (`--cfg=mspe --pe-outside=30`: MS-PE, random resizing and margins; unconditional)."""
     with open(os.path.join(ROOT, 'results', 'models', 'default.pkl'), 'rb') as f:
         return legacy.load_network_pkl(f)['G_ema'].eval().requires_grad_(False)
 

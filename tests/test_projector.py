@@ -304,3 +304,24 @@ def test_projection_of_a_conditional_generator_starts_from_every_class():
     proj = projector.project(G, to_target(target), num_steps=200, loss='pixel', w_avg_samples=1000)
     with torch.no_grad():
         assert psnr(G.synthesis(proj.ws[-1:], noise_mode='const'), target) > 25
+
+def test_anchor_restarts_start_from_the_samples_nearest_the_target():
+    """With fit_method='anchor', search_top > 1 starts short runs from w_avg and the samples that,
+    drawn on the anchored canvas, come closest to the target, and continues from the best: on a target
+    drawn by one of the samples it ends well below the run from w_avg alone (same canvas, same steps)."""
+    G = make_G(res=16)
+    rnd = np.random.RandomState(303)             # the projector's own w samples (seed 303)
+    z = torch.from_numpy(rnd.randn(200, W_DIM)).float()
+    w = G.mapping(z, None)[7:8]
+    with torch.no_grad():
+        target = G.synthesis(w, noise_mode='const')
+    logs = []
+    common = dict(num_steps=20, loss='pixel', w_avg_samples=200, fit_canvas=True, fit_zoom=True, fit_method='anchor', anchor_samples=200)
+    plain = projector.project(G, to_target(target), search_top=1, **common)
+    restarted = projector.project(G, to_target(target), search_top=3, log=logs.append, **common)
+    line = [l for l in logs if l.startswith('restarts: w_avg and the 2 nearest samples')]
+    assert len(line) == 1
+    distances = [float(v) for v in line[0].split('distances ')[1].split(';')[0].split()]
+    assert line[0].endswith(f'continuing from #{int(np.argmin(distances)) + 1}')
+    assert restarted.canvases[-1] == plain.canvases[-1]              # the same anchored canvas, so the losses compare
+    assert restarted.losses[-1] < plain.losses[-1] * 0.75

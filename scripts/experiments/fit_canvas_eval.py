@@ -15,7 +15,8 @@ Each model projects each target twice (W space, or W+ with --w-plus; the offline
              refinement);
              With --fit-method=anchor instead: the canvas on which the model's typical content
              frame (median centre and extent of 1000 of its samples) lands on the target's,
-             then w projected on it (the "search" columns then judge that canvas);
+             then w projected on it from the best of three short starts (w_avg and the two
+             samples nearest the target there; the "search" columns then judge that canvas);
   known      on the known canvas (only w is optimised).
 Reported per model: the share of targets whose estimated origin is within 1 training pixel (both
 axes) and zoom within 5% of the known canvas (for the coarse search's best placement alone and
