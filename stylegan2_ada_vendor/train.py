@@ -501,6 +501,8 @@ def subprocess_fn(rank, args, temp_dir):
     training_stats.init_multiprocessing(rank=rank, sync_device=device if args.num_gpus > 1 else None)
     try:
         training_loop.training_loop(rank=rank, device=device, **args)
+        if args.num_gpus > 1:    # every rank done (rank 0 writes the last snapshot) before the group is torn down
+            torch.distributed.barrier()
     except training_loop.TrainingStopped as err:
         if args.num_gpus == 1:
             raise
