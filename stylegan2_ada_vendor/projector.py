@@ -323,13 +323,25 @@ def project(
         final = cv.frozen() if moving else cv
         return losses, ws_steps, canvases, (final.origin if final is not None else None, final.zoom if final is not None else None, w_opt.detach())
 
+    def restart(starts):
+        """Short runs from every (origin, zoom, w) of `starts` -> (steps, the runs, index of the best,
+        its final (origin, zoom, w) to continue from)."""
+        short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
+        finals = [run(short, *start, record=False) for start in starts]
+        best = int(np.argmin([f[0][-1] for f in finals]))
+        origin, zoom, w = finals[best][3]
+        return short, finals, best, (origin, zoom, w if w_plus else w[:, :1])
+
+    def over_samples(fn, count, cv):
+        """fn(images) of the first `count` w samples rendered on `cv`, 100 at a time, concatenated."""
+        with torch.no_grad():
+            return torch.cat([fn(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), cv)) for i in range(0, count, 100)])
+
     origin0, zoom0, w0 = (tuple(canvas.origin), float(canvas.zoom), w_avg) if canvas is not None else ((0.0, 0.0), 1.0, w_avg)
     if fit_canvas and fit_method == 'anchor':
         start = time.time()
-        with torch.no_grad():
-            count = min(int(anchor_samples), w_avg_samples)
-            frames = torch.cat([fit.content_frame(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), None))
-                                for i in range(0, count, 100)])
+        count = min(int(anchor_samples), w_avg_samples)
+        frames = over_samples(fit.content_frame, count, None)
         typical = fit.typical_frame(frames)
         found = fit.anchor_canvas(canvas, R, fit.content_frame(target_images)[0], typical, fit_zoom=fit_zoom)
         candidates = [fit.Candidate(origin=found.origin, zoom=found.zoom, latent=-1, score=float('nan'))]
@@ -339,17 +351,9 @@ def project(
         if bool(fit.touches_frame(target_images)[0]):
             log('anchor: the target\'s content reaches its edge; if it is cut off there, its frame (and so the canvas) is partial')
         if search_top > 1:    # restarts: w_avg and the samples that, drawn on the anchored canvas, come closest to the target
-            moved = _moved(canvas, R, origin0, zoom0)
-            with torch.no_grad():
-                dists = torch.cat([(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), moved) - target_images)
-                                   .square().flatten(1).mean(dim=1) for i in range(0, count, 100)])
-            nearest = dists.argsort()[:search_top - 1]
-            starts = [w_avg] + [w_samples[int(i)][None] for i in nearest]
-            short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
-            finals = [run(short, origin0, zoom0, w, record=False) for w in starts]
-            best = int(np.argmin([f[0][-1] for f in finals]))
-            w0 = finals[best][3][2]
-            w0 = w0[:, :1] if not w_plus else w0
+            dists = over_samples(lambda img: (img - target_images).square().flatten(1).mean(dim=1), count, _moved(canvas, R, origin0, zoom0))
+            starts = [w_avg] + [w_samples[int(i)][None] for i in dists.argsort()[:search_top - 1]]
+            short, finals, best, (_, _, w0) = restart([(origin0, zoom0, w) for w in starts])
             log(f'restarts: w_avg and the {len(starts) - 1} nearest samples on that canvas, {short} steps each, distances '
                 + ' '.join(f'{f[0][-1]:.4f}' for f in finals) + f'; continuing from #{best + 1}')
     elif fit_canvas:
@@ -362,11 +366,7 @@ def project(
         log(f'coarse search: {fit.describe(candidates[0]).replace("latent", what)} ({time.time() - start:.1f} s)')
         starts = [(cand.origin, cand.zoom, latents[cand.latent:cand.latent + 1]) for cand in candidates[:search_top]]
         if len(starts) > 1:
-            short = restart_steps if restart_steps is not None else max(num_steps // 10, 10)
-            finals = [run(short, *start, record=False) for start in starts]
-            best = int(np.argmin([f[0][-1] for f in finals]))
-            origin0, zoom0, w0 = finals[best][3]
-            w0 = w0[:, :1] if not w_plus else w0
+            short, finals, best, (origin0, zoom0, w0) = restart(starts)
             log(f'restarts: {len(starts)} x {short} steps, distances ' + ' '.join(f'{f[0][-1]:.4f}' for f in finals)
                 + f'; continuing from #{best + 1} at origin ({origin0[0]:.2f}, {origin0[1]:.2f}) zoom {zoom0:.3f}')
         else:

@@ -71,6 +71,11 @@ def load_plugin():
     except plugins.PluginError as err:
         raise click.ClickException(str(err))
 
+def plugin_required(flag):
+    """The one-sentence error for a plugin flag given where mspe_plugin is not installed."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return click.ClickException(f'{flag} needs the mspe plugin: pip install -e {root}')
+
 def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=None, pe_translate=None, pe_min_period=None, pe_min_period_res=None,
                          pe_outside=None):
     """Split --cfg into the host preset and the plugin's flags (--cfg=mspe sets --pe, --pe-resize and
@@ -84,9 +89,7 @@ def resolve_plugin_flags(plugin, cfg, pe, pe_resize, pe_margin=None, pe_padding=
                                                    ('--pe-min-period', pe_min_period), ('--pe-min-period-res', pe_min_period_res),
                                                    ('--pe-outside', pe_outside)) if value is not None]
         if given:
-            flag = given[0]
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            raise click.ClickException(f'{flag} needs the mspe plugin: pip install -e {root}')
+            raise plugin_required(given[0])
         return cfg, None, None, None
     return plugin.resolve_cfg(cfg, pe, pe_resize, pe_margin)
 
@@ -652,8 +655,7 @@ def main(ctx, outdir, dry_run, resume_run, pe, pe_resize, pe_margin, pe_padding,
         if pe_outside is not None:    # the plain-outside penalty from here on (persisted below)
             plugin = load_plugin()
             if plugin is None:
-                root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-                raise click.ClickException(f'--pe-outside needs the mspe plugin: pip install -e {root}')
+                raise plugin_required('--pe-outside')
             try:
                 previous = plugin.set_outside_penalty(args.G_kwargs, args.loss_kwargs, pe_outside)
             except ValueError as err:

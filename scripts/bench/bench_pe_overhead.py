@@ -35,8 +35,8 @@ PLUGIN_FLAGS = {                # variant -> configure_generator arguments (trai
     'none': dict(pe='none'),
     'mspe': dict(pe='mspe'),
     'mspe_rm': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
-    'mspe_rmo': dict(pe='mspe', pe_resize=(0.75, 1.5), pe_margin=8),
 }
+PLUGIN_FLAGS['mspe_rmo'] = PLUGIN_FLAGS['mspe_rm']    # the same generator; the penalty is the difference
 OUTSIDE_WEIGHT = {'mspe_rmo': 30.0}    # variant -> --pe-outside
 
 def build(variant, res, device, channel_base=2048, channel_max=128):
