@@ -26,10 +26,13 @@ the target's content frame (centre and extent, `content_frame`) and returns the 
 the generator's typical frame lands exactly there:
 
     typical = typical_frame(content_frame(samples_on_the_training_grid))
-    canvas = anchor_canvas(canvas, R, content_frame(target)[0], typical, fit_zoom=True)
+    canvas = anchor_canvas(canvas, R, content_frame(target, keep_ring=True)[0], typical, fit_zoom=True)
 
 It needs content on a plain background (digits, sketches, objects on white): the frame is
-measured on each pixel's distance from the image's background colour.
+measured on each pixel's distance from the image's background colour. The target's frame counts
+its outermost pixels (keep_ring; a generator's renders leave them out), and where its content
+reaches the image's edge the extent runs on beyond it by the slope there, EDGE_REACH pixels at
+most: a digit that the frame cuts is measured nearer its whole size.
 """
 
 import dataclasses
@@ -210,24 +213,30 @@ def content_centre(target):
 
 CENTRE_FLOOR = 0.3                                  # content weight below this (of the strongest) is left out of the centre
 EXTENT_LEVELS = (0.15, 0.25, 0.35, 0.45, 0.55)      # the extent is the mean of the profile's widths at these levels
+EDGE_REACH = 1.0                                    # content reaching the image's edge is taken to go on this far (pixels) at most
 
-def content_weight(images):
+def content_weight(images, keep_ring=False):
     """[N, C, H, W] in [-1, 1] -> [N, H, W] in [0, 1]: how far each pixel's intensity (its largest
     channel) is from the background's (the image's median intensity), scaled so that the strongest
-    pixel is 1. The outermost ring of pixels weighs 0: a zero-padded generator drawn without a
-    margin can put a faint line there, which is not content."""
+    pixel is 1. Unless keep_ring, the outermost ring of pixels weighs 0: a zero-padded generator
+    drawn without a margin can put a faint line there, which is not content. A real image's ring
+    is content (keep_ring=True): a digit that reaches the image's edge has ink there."""
     intensity = images.float().clamp(-1, 1).amax(dim=1)          # a generator overshoots [-1, 1]; an image file cannot
     w = (intensity - intensity.flatten(1).median(dim=1).values[:, None, None]).abs()
-    w = w / w.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None]
-    w[:, :1] = 0
-    w[:, -1:] = 0
-    w[:, :, :1] = 0
-    w[:, :, -1:] = 0
-    return w
+    if not keep_ring:
+        w[:, :1] = 0
+        w[:, -1:] = 0
+        w[:, :, :1] = 0
+        w[:, :, -1:] = 0
+    return w / w.flatten(1).amax(dim=1).clamp_min(1e-6)[:, None, None]
 
 def _widths(profiles, level):
     """Widths [N] of profiles [N, L] at `level`: from the first to the last crossing, linearly
-    interpolated between pixels (sub-pixel); 0 where nothing rises above the level."""
+    interpolated between pixels (sub-pixel); 0 where nothing rises above the level. Where the
+    profile is still above the level at the image's first or last pixel, the content goes on
+    beyond the image: that side is extended by the slope there (the crossing extrapolated) or,
+    where the profile does not rise inwards (a stroke cut by the edge), by EDGE_REACH pixels at
+    most."""
     above = profiles > level
     L = profiles.shape[1]
     idx = torch.arange(L, device=profiles.device)
@@ -240,14 +249,18 @@ def _widths(profiles, level):
     hi = last.to(profiles.dtype)
     after = take((last + 1).clamp(max=L - 1))
     hi = torch.where(last < L - 1, hi + (take(last) - level) / (take(last) - after).clamp_min(1e-6), hi)
+    for edge, inner in ((profiles[:, 0], profiles[:, 1]), (profiles[:, -1], profiles[:, -2])):
+        reach = ((edge - level) / (inner - edge).clamp_min(1e-6)).clamp(max=EDGE_REACH)
+        hi = hi + torch.where(edge > level, torch.where(inner > edge, reach, torch.full_like(reach, EDGE_REACH)), torch.zeros_like(reach))
     return torch.where(above.any(dim=1), hi - lo, torch.zeros_like(hi))
 
-def content_frame(images):
+def content_frame(images, keep_ring=False):
     """The content frame of every image [N, C, H, W] in [-1, 1] -> [N, 3]: (cy, cx) the centre of
     the content (centroid of the content weight above CENTRE_FLOOR) and its extent, the larger of
     its height and width (widths of the row and column profiles of the weight, mean over
-    EXTENT_LEVELS), all in output pixels of the image."""
-    w = content_weight(images)
+    EXTENT_LEVELS), all in output pixels of the image. keep_ring: see content_weight (True for a
+    target image, False for a generator's renders)."""
+    w = content_weight(images, keep_ring)
     H, W = w.shape[1:]
     core = (w - CENTRE_FLOOR).clamp_min(0)
     total = core.sum(dim=(1, 2)).clamp_min(1e-6)

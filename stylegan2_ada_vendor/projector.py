@@ -222,7 +222,9 @@ def project(
     With fit_method='anchor' the canvas is instead the one on which G's typical content frame
     (the median centre and extent of `anchor_samples` samples on the training grid) lands on the
     target's content frame (mspe_plugin.fit.anchor_canvas): the alignment G learned from its
-    data, for content on a plain background. w is then projected on that canvas, which stays put,
+    data, for content on a plain background. The target's frame counts its outermost pixels, and
+    content that reaches its edge is taken to go on beyond it by at most fit.EDGE_REACH pixels
+    (the crossings of its profile extrapolated). w is then projected on that canvas, which stays put,
     from the best of short runs from w_avg and the `search_top` - 1 samples whose renderings on
     that canvas come closest to the target (restarts).
     """
@@ -343,13 +345,14 @@ def project(
         count = min(int(anchor_samples), w_avg_samples)
         frames = over_samples(fit.content_frame, count, None)
         typical = fit.typical_frame(frames)
-        found = fit.anchor_canvas(canvas, R, fit.content_frame(target_images)[0], typical, fit_zoom=fit_zoom)
+        found = fit.anchor_canvas(canvas, R, fit.content_frame(target_images, keep_ring=True)[0], typical, fit_zoom=fit_zoom)
         candidates = [fit.Candidate(origin=found.origin, zoom=found.zoom, latent=-1, score=float('nan'))]
         origin0, zoom0 = found.origin, found.zoom
         log(f'anchor: typical frame of {len(frames)} samples: centre ({typical[0]:.2f}, {typical[1]:.2f}), extent {typical[2]:.2f} '
             f'training pixels; canvas origin ({origin0[0]:.2f}, {origin0[1]:.2f}) zoom {zoom0:.3f} ({time.time() - start:.1f} s)')
         if bool(fit.touches_frame(target_images)[0]):
-            log('anchor: the target\'s content reaches its edge; if it is cut off there, its frame (and so the canvas) is partial')
+            log(f'anchor: the target\'s content reaches its edge; its frame is taken to go on at most {fit.EDGE_REACH:g} px beyond it, '
+                'so if more is cut off there, the canvas is partial')
         if search_top > 1:    # restarts: w_avg and the samples that, drawn on the anchored canvas, come closest to the target
             dists = over_samples(lambda img: (img - target_images).square().flatten(1).mean(dim=1), count, _moved(canvas, R, origin0, zoom0))
             starts = [w_avg] + [w_samples[int(i)][None] for i in dists.argsort()[:search_top - 1]]

@@ -116,6 +116,37 @@ def test_content_frame_ignores_the_outer_ring():
     ringed[:, :, :, -1] = -0.4
     assert torch.allclose(fit.content_frame(img), fit.content_frame(ringed))
 
+def test_a_real_images_ring_is_content_and_a_cut_edge_is_extrapolated():
+    """keep_ring: ink in the outermost ring of a real image counts. Content still above a profile
+    level at the image's edge goes on beyond it: on a bar with linear ramps, cut inside its ramp,
+    the extent is that of the whole bar (the crossings extrapolated; EDGE_REACH caps the farthest)."""
+    whole = torch.full([1, 3, 24, 40], -1.0)
+    ramp = torch.tensor([0.2, 0.4, 0.6, 0.8])
+    profile = torch.cat([ramp, torch.ones(16), ramp.flip(0)])               # 24 px: a bar with 4 px linear ends
+    whole[:, :, 10:14, 8:32] = profile * 2 - 1                              # columns 8..31 on black
+    cut = whole[:, :, :, 9:].contiguous()                                  # its left ramp starts at 0.4 on the edge
+    kept = float(fit.content_frame(cut, keep_ring=True)[0, 2])
+    full = float(fit.content_frame(whole, keep_ring=True)[0, 2])
+    assert abs(kept - full) < 0.1, (kept, full)                             # level 0.15 would need 1.25 px: capped at 1
+    assert float(fit.content_frame(cut)[0, 2]) < full - 0.5                 # the ring left out: the bar looks shorter
+    assert torch.allclose(fit.content_frame(whole, keep_ring=True), fit.content_frame(whole))   # nothing at the edge: the same
+
+@pytest.mark.parametrize('origin, zoom', [((3.8, 0.0), 1.3), ((4.0, 3.0), 1.2), ((4.0, 0.0), 1.0)])
+def test_anchor_canvas_places_a_real_digit_that_reaches_the_edge(origin, zoom):
+    """A whole real digit moved so that its top reaches the image's first row: anchored on the
+    target's frame with the ring kept (what projector.py does) the canvas is found within 0.5 px
+    and 4%; leaving the ring out (a generator's renders) measures the digit short."""
+    aligned = real_digit(0)
+    truth = Canvas(origin=origin, zoom=zoom, size=(32, 32))
+    target = fit.resample_on_canvas(aligned, truth, 32)
+    assert float((target + 1).sum()) >= 0.99 * float((aligned + 1).sum()) * zoom ** 2        # the digit is all there
+    assert float(fit.content_weight(target, keep_ring=True)[0, 0].amax()) > 0.3              # and reaches row 0
+    typical = fit.typical_frame(fit.content_frame(aligned))
+    found = fit.anchor_canvas(Canvas(size=(32, 32)), 32, fit.content_frame(target, keep_ring=True)[0], typical)
+    assert max(abs(a - b) for a, b in zip(found.origin, origin)) < 0.5 and abs(found.zoom / zoom - 1) < 0.04, found
+    ringless = fit.anchor_canvas(Canvas(size=(32, 32)), 32, fit.content_frame(target)[0], typical)
+    assert ringless.zoom / zoom - 1 < -0.05
+
 @pytest.mark.parametrize('origin, zoom', [((-5.0, 3.0), 1.0), ((2.5, -4.0), 1.3), ((-9.0, -2.0), 0.8)])
 def test_anchor_canvas_recovers_the_canvas_of_a_real_digit(origin, zoom):
     """A real digit seen through a known canvas: anchoring its frame to the frame it has on the
