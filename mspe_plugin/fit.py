@@ -215,14 +215,28 @@ CENTRE_FLOOR = 0.3                                  # content weight below this 
 EXTENT_LEVELS = (0.15, 0.25, 0.35, 0.45, 0.55)      # the extent is the mean of the profile's widths at these levels
 EDGE_REACH = 1.0                                    # content reaching the image's edge is taken to go on this far (pixels) at most
 
+PLAIN_SHARE = 0.7                                   # content on a plain background: at least this share of pixels is background
+PLAIN_TOLERANCE = 0.1                               # background: intensity within this much (of [-1, 1]) of the median's
+
+def _background_distance(images):
+    """[N, C, H, W] in [-1, 1] -> [N, H, W]: how far each pixel's intensity (its largest channel)
+    is from the background's, the image's median intensity."""
+    intensity = images.float().clamp(-1, 1).amax(dim=1)          # a generator overshoots [-1, 1]; an image file cannot
+    return (intensity - intensity.flatten(1).median(dim=1).values[:, None, None]).abs()
+
+def background_share(images):
+    """[N]: the share of each image's pixels whose intensity lies within PLAIN_TOLERANCE of its
+    background's. Near 1 for content on a plain background (digits on black, sketches on white),
+    low for photographs; anchoring needs it at PLAIN_SHARE or more."""
+    return (_background_distance(images) <= PLAIN_TOLERANCE).flatten(1).float().mean(dim=1)
+
 def content_weight(images, keep_ring=False):
     """[N, C, H, W] in [-1, 1] -> [N, H, W] in [0, 1]: how far each pixel's intensity (its largest
     channel) is from the background's (the image's median intensity), scaled so that the strongest
     pixel is 1. Unless keep_ring, the outermost ring of pixels weighs 0: a zero-padded generator
     drawn without a margin can put a faint line there, which is not content. A real image's ring
     is content (keep_ring=True): a digit that reaches the image's edge has ink there."""
-    intensity = images.float().clamp(-1, 1).amax(dim=1)          # a generator overshoots [-1, 1]; an image file cannot
-    w = (intensity - intensity.flatten(1).median(dim=1).values[:, None, None]).abs()
+    w = _background_distance(images)
     if not keep_ring:
         w[:, :1] = 0
         w[:, -1:] = 0

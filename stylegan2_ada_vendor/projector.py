@@ -15,11 +15,12 @@ CPU or GPU and for targets of any size. Additions:
                      origin and w refined jointly from the best few placements (restarts), then
                      the full run: unaligned targets need no alignment first;
   --fit-zoom         with --fit-canvas, also search and optimise the zoom;
-  --fit-method       with --fit-canvas: 'search' (the above) or 'anchor': the canvas on which the
+  --fit-method       with --fit-canvas: 'search' (the above), 'anchor': the canvas on which the
                      generator's typical content frame (median centre and extent of its samples)
                      lands on the target's, then w projected on it (content on a plain background),
                      from the best of short runs that start at w_avg and at the samples nearest the
-                     target on that canvas (restarts).
+                     target on that canvas (restarts); or 'auto' (the default): anchor where the
+                     target and the generator's samples are content on a plain background, else search.
 The target is centre-cropped to the canvas' aspect ratio and resized to the canvas' size (the
 training resolution when no canvas flag is given). Writes target.png, proj.png,
 projected_w.npz (`w` [1, num_ws, w_dim] as upstream, plus the canvas and, with --fit-canvas, the
@@ -146,6 +147,7 @@ class Projection:
     losses: list            # Loss after every step (floats).
     loss_name: str          # Which distance was minimised.
     candidates: list = None # With fit_canvas: the coarse search's mspe_plugin.fit.Candidate list, best first.
+    fit_method: str = None  # With fit_canvas: how the canvas was found, 'search' or 'anchor' (what 'auto' chose).
 
 def _moved(canvas, img_resolution, origin, zoom):
     """`canvas` with another origin and zoom, keeping its output size (and wrap and margin)."""
@@ -198,7 +200,7 @@ def project(
     search_zoom_range       = (0.5, 2.0),# Coarse search with fit_zoom: zooms in this range times canvas.zoom.
     search_latents          = 8,        # Coarse search, unconditional G: latents scored (w_avg and neighbours).
     search_top              = 3,        # Restarts: the best distinct canvases (anchor: w_avg and the nearest samples), each refined briefly.
-    fit_method              = 'search', # With fit_canvas: 'search' (search, restarts, joint refinement) or 'anchor' (below).
+    fit_method              = 'search', # With fit_canvas: 'search' (search, restarts, joint refinement), 'anchor' (below) or 'auto'.
     anchor_samples          = 1000,     # fit_method='anchor': samples of G whose median content frame is the typical one.
     restart_steps           = None,     # Steps of each restart (None = num_steps // 10, at least 10).
     final_canvas_lr_scale   = 0.25,     # Learning rates of origin and zoom in the full run after the restarts, times this.
@@ -226,15 +228,16 @@ def project(
     content that reaches its edge is taken to go on beyond it by at most fit.EDGE_REACH pixels
     (the crossings of its profile extrapolated). w is then projected on that canvas, which stays put,
     from the best of short runs from w_avg and the `search_top` - 1 samples whose renderings on
-    that canvas come closest to the target (restarts).
+    that canvas come closest to the target (restarts). fit_method='auto' anchors when the target
+    and G's typical sample are both content on a plain background (mspe_plugin.fit.background_share
+    at least fit.PLAIN_SHARE), and searches otherwise.
     """
     log = log or (lambda *args: None)
     device = torch.device(device) if device is not None else plugins.default_device()
     if fit_zoom and not fit_canvas:
         raise ValueError('fit_zoom needs fit_canvas.')
-    if fit_method not in ('search', 'anchor'):
-        raise ValueError(f"fit_method must be 'search' or 'anchor', got {fit_method!r}.")
-    moving = fit_canvas and fit_method == 'search'     # the canvas is optimised together with w
+    if fit_method not in ('search', 'anchor', 'auto'):
+        raise ValueError(f"fit_method must be 'search', 'anchor' or 'auto', got {fit_method!r}.")
     G = copy.deepcopy(G).eval().requires_grad_(False).to(device)
     R = G.img_resolution
     if fit_canvas:
@@ -267,6 +270,14 @@ def project(
     w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
     num_ws = G.num_ws
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
+    if fit_canvas and fit_method == 'auto':
+        with torch.no_grad():
+            samples = _render(G, w_samples[:100].expand([-1, num_ws, -1]), None)
+        shares = float(fit.background_share(target_images)[0]), float(fit.background_share(samples).median())
+        fit_method = 'anchor' if min(shares) >= fit.PLAIN_SHARE else 'search'
+        log(f'fit method auto: {fit_method} ({shares[0]:.2f} of the target\'s pixels and {shares[1]:.2f} of a typical sample\'s '
+            f'are plain background; anchoring needs {fit.PLAIN_SHARE:g} of both)')
+    moving = fit_canvas and fit_method == 'search'     # the canvas is optimised together with w
     pivot = torch.tensor(fit.content_centre(target_images), dtype=torch.float64, device=device) if moving else None
 
     def run(steps, origin0, zoom0, w0, record, canvas_lr_scale=1.0):
@@ -380,7 +391,7 @@ def project(
     # digit a little too) does not drag it along while it learns the details.
     losses, ws_steps, canvases, _ = run(num_steps, origin0, zoom0, w0, record=True, canvas_lr_scale=final_canvas_lr_scale if moving else 1.0)
     return Projection(ws=torch.stack(ws_steps), canvases=canvases, losses=losses, candidates=candidates,
-                      loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom')
+                      loss_name=loss_fn.name if hasattr(loss_fn, 'name') else 'custom', fit_method=fit_method if fit_canvas else None)
 
 #----------------------------------------------------------------------------
 # Command line.
@@ -504,12 +515,13 @@ def load_generator(network_pkl, device):
 @click.option('--vgg16', 'vgg16_url', help='URL or local path of the TorchScript VGG16 for LPIPS', default=VGG16_URL, metavar='URL')
 @click.option('--fit-canvas', help='Find the canvas origin (coarse search, restarts, joint refinement with w)', is_flag=True)
 @click.option('--fit-zoom', help='With --fit-canvas: also find the zoom (searched over 0.5x..2x)', is_flag=True)
-@click.option('--fit-method', help='With --fit-canvas: search (coarse search, restarts, joint refinement) or anchor (the canvas on which '
-              'G\'s typical content frame lands on the target\'s; content on a plain background)',
-              type=click.Choice(['search', 'anchor']), default='search', show_default=True)
+@click.option('--fit-method', help='With --fit-canvas: search (coarse search, restarts, joint refinement), anchor (the canvas on which '
+              'G\'s typical content frame lands on the target\'s; content on a plain background), or auto: anchor where the target '
+              'and G\'s samples are content on a plain background, else search  [default: auto]',
+              type=click.Choice(['auto', 'search', 'anchor']), default=None)
 @canvas_flags
 def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdir, device_name, w_plus,
-                   loss_kind, vgg16_url, fit_canvas, fit_zoom, fit_method='search', compile_mode='auto', **canvas_kwargs):
+                   loss_kind, vgg16_url, fit_canvas, fit_zoom, fit_method=None, compile_mode='auto', **canvas_kwargs):
     """Project given image to the latent space of pretrained network pickle.
 
     Example:
@@ -525,8 +537,9 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
     device = parse_device(device_name)
     if fit_zoom and not fit_canvas:
         raise click.BadParameter('--fit-zoom works together with --fit-canvas; add --fit-canvas.', param_hint='--fit-zoom')
-    if fit_method != 'search' and not fit_canvas:
+    if fit_method is not None and not fit_canvas:
         raise click.BadParameter('--fit-method chooses how --fit-canvas finds the canvas; add --fit-canvas.', param_hint='--fit-method')
+    fit_method = fit_method or 'auto'
     if fit_canvas and PLUGIN is None:
         raise click.ClickException('--fit-canvas needs the mspe plugin: pip install -e ' + os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     canvas = PLUGIN.canvas_from_options(**canvas_kwargs) if PLUGIN is not None else None
@@ -571,13 +584,13 @@ def run_projection(network_pkl, target_fname, num_steps, seed, save_video, outdi
         extra = dict(canvas_origin=np.array(final_canvas.origin, dtype=np.float64), canvas_size=np.array(size, dtype=np.int64),
                      canvas_zoom=np.float64(final_canvas.zoom), canvas_wrap=np.bool_(final_canvas.wrap),
                      canvas_margin=np.int64(final_canvas.margin))
-    if projection.candidates and fit_method == 'anchor':
-        extra.update(fit_method=np.str_(fit_method))
+    if projection.candidates and projection.fit_method == 'anchor':
+        extra.update(fit_method=np.str_(projection.fit_method))
         print(f'Fitted canvas (anchored to the typical content frame): origin ({final_canvas.origin[0]:.3f}, '
               f'{final_canvas.origin[1]:.3f}), zoom {final_canvas.zoom:.4f}, size {size[0]}x{size[1]}')
     elif projection.candidates:
         best = projection.candidates[0]
-        extra.update(fit_method=np.str_(fit_method), fit_search_origin=np.array(best.origin, dtype=np.float64), fit_search_zoom=np.float64(best.zoom),
+        extra.update(fit_method=np.str_(projection.fit_method), fit_search_origin=np.array(best.origin, dtype=np.float64), fit_search_zoom=np.float64(best.zoom),
                      fit_search_latent=np.int64(best.latent), fit_search_score=np.float64(best.score))
         print(f'Fitted canvas: origin ({final_canvas.origin[0]:.3f}, {final_canvas.origin[1]:.3f}), zoom {final_canvas.zoom:.4f}, '
               f'size {size[0]}x{size[1]} (coarse search: origin ({best.origin[0]:.2f}, {best.origin[1]:.2f}), zoom {best.zoom:.3f}, '

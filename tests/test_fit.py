@@ -107,6 +107,16 @@ def test_content_frame_measures_centre_and_extent_sub_pixel():
     soft[0, :, 5:9, 20] = -0.2                              # half-strength column after the bar
     assert 0 < float(fit.content_frame(soft)[0, 2] - frame[0, 2]) < 1
 
+def test_background_share_tells_content_on_a_plain_background_from_a_photo():
+    """Digits on black (and the same on white) are mostly background; a smooth random image, like
+    a photograph, is not: the test --fit-method=auto uses to choose anchoring."""
+    digit = real_digit(0)
+    assert float(fit.background_share(digit)[0]) > 0.8 and float(fit.background_share(-digit)[0]) > 0.8
+    photo = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1,
+                                            size=32, mode='bicubic', align_corners=False).clamp(-1, 1)
+    assert (fit.background_share(photo) < 0.5).all()
+    assert fit.PLAIN_SHARE > 0.5
+
 def test_content_frame_ignores_the_outer_ring():
     """The faint line a zero-padded generator can draw along its edge at margin 0 is not content."""
     img = torch.full([1, 3, 20, 20], -1.0)
@@ -211,6 +221,25 @@ def test_fit_method_anchor_places_real_digits_within_a_pixel_and_5_percent(defau
     with torch.no_grad():
         recon = default_model.synthesis(proj.ws[-1:], canvas=found, noise_mode='const')
     assert float(10 * torch.log10(4 / (recon - target).square().mean())) > 20
+
+def test_cli_fit_method_auto_anchors_a_digit_on_the_digit_model(tmp_path):
+    """projector.py --fit-canvas --fit-zoom with no --fit-method, a real digit and the committed
+    digit model: both are content on a plain background, so it anchors (says so on one line, saves
+    'anchor') and the canvas is the known one within 1 px and 5%."""
+    import subprocess
+    import sys
+    truth = Canvas(origin=(-6.0, -4.0), zoom=1.25, size=(32, 32))
+    target = fit.resample_on_canvas(real_digit(0), truth, 32)
+    PIL.Image.fromarray(to_target(target).permute(1, 2, 0).round().byte().numpy(), 'RGB').save(tmp_path / 'digit.png')
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'stylegan2_ada_vendor', 'projector.py'),
+                             '--network', os.path.join(ROOT, 'results', 'models', 'default.pkl'), '--target', str(tmp_path / 'digit.png'),
+                             '--outdir', str(tmp_path / 'out'), '--fit-canvas', '--fit-zoom', '--num-steps', '5', '--loss', 'pixel',
+                             '--save-video', 'False'], capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert result.returncode == 0, result.stderr
+    assert sum(line.startswith('fit method auto: anchor (') for line in result.stdout.splitlines()) == 1, result.stdout
+    data = np.load(tmp_path / 'out' / 'projected_w.npz')
+    assert str(data['fit_method']) == 'anchor'
+    assert np.abs(data['canvas_origin'] - np.array(truth.origin)).max() < 1.0 and abs(float(data['canvas_zoom']) / 1.25 - 1) < 0.05
 
 def test_fit_canvas_of_a_plain_host_generator_uses_its_constant():
     """A plain StyleGAN2-ADA generator (no canvas support) fits a canvas in the same call: the

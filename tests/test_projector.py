@@ -205,11 +205,13 @@ def test_cli_fit_canvas_and_auto_loss_fallback(network_files, tmp_path):
                      '--outdir', str(outdir), '--fit-canvas', '--vgg16', str(tmp_path / 'missing-vgg16.pt'))
     assert result.returncode == 0, result.stderr
     assert 'using the offline loss' in result.stdout
+    assert 'fit method auto: search (' in result.stdout           # a random tiny G draws no plain background
     video = outdir / ('proj.mp4' if projector.video_writer_available() else 'proj.gif')
     assert os.path.isfile(video) and f'video "{video}"' in result.stdout
     data = np.load(outdir / 'projected_w.npz')
     assert tuple(data['canvas_size']) == (16, 16) and np.isfinite(data['canvas_origin']).all()
     assert np.isfinite(data['fit_search_origin']).all() and float(data['fit_search_zoom']) == 1.0
+    assert str(data['fit_method']) == 'search'
     fitted = [line for line in result.stdout.splitlines() if line.startswith('Fitted canvas: origin')]
     assert len(fitted) == 1 and 'coarse search' in fitted[0]
     assert result.stdout.count('step ') <= 12                      # progress: one line per tenth of the run
