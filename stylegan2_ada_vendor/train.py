@@ -217,8 +217,7 @@ def setup_training_loop_kwargs(gpus, snap, metrics, seed, data, cond, subset, mi
             raise click.ClickException(f'--batch must be a positive multiple of --gpus={gpus}; got {batch}.')
         desc += f'-batch{batch}'
         args.batch_size = batch
-        args.batch_gpu = batch // gpus
-        args.ema_kimg = batch * 10 / 32
+        args.batch_gpu = batch // gpus      # the EMA half-life stays the preset's, as upstream's --batch leaves it
     if args.batch_size % (args.batch_gpu * gpus) != 0:
         args.batch_gpu = args.batch_size // gpus
     args.D_kwargs.epilogue_kwargs.mbstd_group_size = min(spec.mbstd, args.batch_gpu)

@@ -424,6 +424,14 @@ def _dry_run_options(train_module, digits_zip, tmp_path, *flags):
     text = result.output.split('Training options:', 1)[1]
     return json.loads(text[:text.index('\nOutput directory:')])
 
+def test_batch_overrides_the_minibatch_and_keeps_the_presets_ema(train_module, digits_zip, tmp_path):
+    """As upstream: --batch sets the minibatch (and the per-process batch); G_ema's half-life stays
+    the preset's (auto at 32 px: minibatch 32, ema 10 kimg)."""
+    preset = _dry_run_options(train_module, digits_zip, tmp_path, '--cfg=auto')
+    small = _dry_run_options(train_module, digits_zip, tmp_path, '--cfg=auto', '--batch=8')
+    assert (preset['batch_size'], small['batch_size'], small['batch_gpu']) == (32, 8, 8)
+    assert small['ema_kimg'] == preset['ema_kimg'] == 10
+
 def test_random_canvases_switch_cudnn_benchmarking_off(train_module, digits_zip, tmp_path):
     # cuDNN benchmarks each new convolution shape; a canvas of another size every step would make it
     # benchmark all the time (on CUDA; the flag does nothing on CPU).
