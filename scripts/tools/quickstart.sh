@@ -33,13 +33,14 @@ fi
 # margins, the border recipe): 32 channels per scale keep it CPU sized; no augmentation,
 # since ADA's translations would teach the generator other positions than the data's; minibatches
 # of 8 instead of 32: the same images in four times the steps, which a run this short needs before
-# its drawing follows the canvas (results/NOTES.md, "The quickstart's own run").
+# its drawing follows the canvas; --pe-outside=30, as our digit default: a plain background beyond
+# the grid, no copies of the drawing there (results/NOTES.md, "The quickstart's own run").
 RUNS=runs/quickstart
 if ls $RUNS/*/network-snapshot-*.pkl >/dev/null 2>&1; then
     run_dir=$(ls -d $RUNS/*/ | sort | tail -n 1)
     python $HOST/train.py --resume-run="$run_dir" --kimg="$KIMG" || true     # refuses when already done
 else
-    python $HOST/train.py --outdir=$RUNS --data="$DATA" --cfg=mspe --cmax=32 --aug=noaug --batch=8 \
+    python $HOST/train.py --outdir=$RUNS --data="$DATA" --cfg=mspe --cmax=32 --aug=noaug --batch=8 --pe-outside=30 \
         --kimg="$KIMG" --tick=2 --snap=2 --metrics=none
 fi
 network=$(ls $RUNS/*/network-snapshot-*.pkl | sort | tail -n 1)
