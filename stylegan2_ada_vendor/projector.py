@@ -270,10 +270,13 @@ def project(
     w_std = float((w_samples - w_avg).square().sum() / w_avg_samples) ** 0.5
     num_ws = G.num_ws
     noise_bufs = [buf for name, buf in G.synthesis.named_buffers() if 'noise_const' in name]
-    if fit_canvas and fit_method == 'auto':
+    def over_samples(fn, count, cv):
+        """fn(images) of the first `count` w samples rendered on `cv`, 100 at a time, concatenated."""
         with torch.no_grad():
-            samples = _render(G, w_samples[:100].expand([-1, num_ws, -1]), None)
-        shares = float(fit.background_share(target_images)[0]), float(fit.background_share(samples).median())
+            return torch.cat([fn(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), cv)) for i in range(0, count, 100)])
+
+    if fit_canvas and fit_method == 'auto':
+        shares = float(fit.background_share(target_images)[0]), float(over_samples(fit.background_share, min(100, w_avg_samples), None).median())
         fit_method = 'anchor' if min(shares) >= fit.PLAIN_SHARE else 'search'
         log(f'fit method auto: {fit_method} ({shares[0]:.2f} of the target\'s pixels and {shares[1]:.2f} of a typical sample\'s '
             f'are plain background; anchoring needs {fit.PLAIN_SHARE:g} of both)')
@@ -344,11 +347,6 @@ def project(
         best = int(np.argmin([f[0][-1] for f in finals]))
         origin, zoom, w = finals[best][3]
         return short, finals, best, (origin, zoom, w if w_plus else w[:, :1])
-
-    def over_samples(fn, count, cv):
-        """fn(images) of the first `count` w samples rendered on `cv`, 100 at a time, concatenated."""
-        with torch.no_grad():
-            return torch.cat([fn(_render(G, w_samples[i:min(i + 100, count)].expand([-1, num_ws, -1]), cv)) for i in range(0, count, 100)])
 
     origin0, zoom0, w0 = (tuple(canvas.origin), float(canvas.zoom), w_avg) if canvas is not None else ((0.0, 0.0), 1.0, w_avg)
     if fit_canvas and fit_method == 'anchor':
